@@ -1,0 +1,1 @@
+//! Persistence: the workspace file, the OS keyring, and the SQLite history.

@@ -1,6 +1,9 @@
 //! The pure, synchronous core: no egui, no tokio. Everything the preview shows and
 //! the runtime sends is computed here, by the same functions.
 
+pub mod auth;
+pub mod mapping;
 pub mod model;
 pub mod secret;
 pub mod sign;
+pub mod template;

@@ -2,8 +2,11 @@
 //! the runtime sends is computed here, by the same functions.
 
 pub mod auth;
+pub mod batch;
+pub mod export;
 pub mod mapping;
 pub mod model;
+pub mod render;
 pub mod secret;
 pub mod sign;
 pub mod template;

@@ -1,1 +1,57 @@
-fn main() {}
+//! `hookline`: with no subcommand, the help (the desktop GUI comes next); otherwise
+//! one of the subcommands below.
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory as _, Parser, Subcommand};
+use hookline::cli::{self, UsageError};
+
+#[derive(Parser)]
+#[command(
+    name = "hookline",
+    version,
+    about = "A workbench for webhook destinations: map, preview, sign, batch, send and replay customer-data events."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Print the exact requests a destination would send for a file of events.
+    Render(cli::render::RenderArgs),
+    /// Check a workspace file: syntax, names, templates, paths, settings.
+    Validate(cli::render::ValidateArgs),
+    /// Send a file of events through a destination, with retries; resumable.
+    Send(cli::send::SendArgs),
+}
+
+/// Secrets from the environment, then the OS keyring.
+fn secrets() -> hookline::core::secret::Secrets {
+    hookline::core::secret::Secrets::new(std::sync::Arc::new(hookline::core::secret::EnvSecrets))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        None => {
+            let _ = Cli::command().print_help();
+            return ExitCode::SUCCESS;
+        }
+        Some(Cmd::Render(a)) => cli::render::render(a, secrets()),
+        Some(Cmd::Validate(a)) => cli::render::validate(a),
+        Some(Cmd::Send(a)) => cli::send::send(a, secrets(), None, None),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("hookline: {e:#}");
+            ExitCode::from(if e.is::<UsageError>() {
+                cli::EXIT_USAGE
+            } else {
+                1
+            })
+        }
+    }
+}

@@ -397,7 +397,7 @@ fn pause_holds_requests_and_cancel_stops_the_job() {
     assert!(rt.send(Command::Send {
         job: "j".into(),
         destination: Box::new(d),
-        events: Arc::new(events(200)),
+        events: Arc::new(events(200).into()),
         only: None,
         source: "t".into(),
         resume: false

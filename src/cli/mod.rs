@@ -1,1 +1,75 @@
-//! The command line: `render`, `validate`, `send`, `capture`.
+//! The command line: `render`, `validate`, `send`, `capture`. Errors here are
+//! `anyhow` with the file, line or field a user needs; exit codes are the contract:
+//! 0 all good, 1 some events failed (the rest were handled), 2 bad workspace, file
+//! or argument.
+
+pub mod render;
+pub mod send;
+
+use std::path::{Path, PathBuf};
+
+use crate::core::events::EventList;
+use crate::core::model::{Destination, Workspace};
+use crate::core::render::CompiledDestination;
+
+/// Exit code for a bad workspace, file or argument.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code when some events failed.
+pub const EXIT_FAILED: u8 = 1;
+
+/// An error that ends the command with exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+pub fn usage(msg: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(UsageError(msg.into()))
+}
+
+pub fn load_workspace(path: &Path) -> anyhow::Result<Workspace> {
+    crate::store::workspace::load(path).map_err(|e| usage(e.to_string()))
+}
+
+/// The destination named `name`, compiled; every configuration problem is listed.
+pub fn destination(
+    ws: &Workspace,
+    path: &Path,
+    name: &str,
+) -> anyhow::Result<(Destination, CompiledDestination)> {
+    let Some(d) = ws.destination(name) else {
+        let names: Vec<_> = ws.destinations.iter().map(|d| d.name.as_str()).collect();
+        return Err(usage(format!(
+            "{}: no destination named \"{name}\" (it has: {})",
+            path.display(),
+            if names.is_empty() {
+                "none".into()
+            } else {
+                names.join(", ")
+            }
+        )));
+    };
+    let compiled = CompiledDestination::compile(d).map_err(|errs| {
+        usage(format!(
+            "{}:\n{}",
+            path.display(),
+            errs.iter()
+                .map(|e| format!("  {e}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        ))
+    })?;
+    Ok((d.clone(), compiled))
+}
+
+/// Events from a file (JSON, JSON array, NDJSON, HAR). Bad lines are returned, not fatal.
+/// `as_text` keeps events as compact JSON text (large replays).
+pub fn load_events(path: &PathBuf, as_text: bool) -> anyhow::Result<(EventList, Vec<String>)> {
+    let imported =
+        crate::core::import::import_file(path, as_text).map_err(|e| usage(e.to_string()))?;
+    let errors = imported
+        .errors
+        .iter()
+        .map(|e| format!("{}: {e}", path.display()))
+        .collect();
+    Ok((imported.events, errors))
+}

@@ -3,7 +3,9 @@
 
 pub mod auth;
 pub mod batch;
+pub mod events;
 pub mod export;
+pub mod import;
 pub mod mapping;
 pub mod model;
 pub mod render;

@@ -9,12 +9,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::Rng as _;
-use serde_json::Value;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use super::stats::{Histogram, JobStats};
 use crate::core::batch::{Batch, Batcher};
+use crate::core::events::EventList;
 use crate::core::model::{Auth, Delivery, Destination};
 use crate::core::render::{CompiledDestination, Prepared, RenderCtx, RenderedRequest};
 use crate::core::secret::{Secret, Secrets};
@@ -113,7 +113,7 @@ pub struct JobEnv {
 pub struct JobSpec {
     pub job: String,
     pub destination: Destination,
-    pub events: Arc<Vec<Value>>,
+    pub events: Arc<EventList>,
     /// Only these indices (a selection, or what is left on resume); `None` = all.
     pub only: Option<Vec<usize>>,
     /// Where the events came from (file or event set), for history.
@@ -352,10 +352,15 @@ pub async fn run_job(
             cancelled = true;
             break;
         }
-        let Some(event) = spec.events.get(i) else {
-            continue;
+        let event = match spec.events.get(i) {
+            None => continue,
+            Some(Ok(e)) => e,
+            Some(Err(e)) => {
+                fail_unsent(&ctx, &[i], &e);
+                continue;
+            }
         };
-        match ctx.compiled.prepare(i, event, &render_ctx) {
+        match ctx.compiled.prepare(i, &event, &render_ctx) {
             Ok(Prepared::Skipped(_)) => {
                 lock(&tally).stats.skipped += 1;
                 skipped.push(i);

@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use serde_json::Value;
 use tokio::sync::watch;
 
+use crate::core::events::EventList;
 use crate::core::model::Destination;
 use crate::core::secret::Secrets;
 use delivery::{Control, JobEnv, JobLog, JobReport, JobSpec, NoLog, Outcome, TokenProvider};
@@ -26,7 +26,7 @@ pub enum Command {
     Send {
         job: String,
         destination: Box<Destination>,
-        events: Arc<Vec<Value>>,
+        events: Arc<EventList>,
         only: Option<Vec<usize>>,
         source: String,
         resume: bool,

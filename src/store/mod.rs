@@ -1,1 +1,2 @@
 //! Persistence: the workspace file, the OS keyring, and the SQLite history.
+pub mod workspace;

@@ -61,7 +61,7 @@ pub fn run_job(dest: Destination, events: Vec<Value>, secrets: Secrets, limit: D
     assert!(rt.send(Command::Send {
         job: "j1".into(),
         destination: Box::new(dest),
-        events: Arc::new(events),
+        events: Arc::new(events.into()),
         only: None,
         source: "test".into(),
         resume: false

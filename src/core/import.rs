@@ -1,0 +1,253 @@
+//! Import: a JSON object, a JSON array, NDJSON or a HAR file → events. Bad items are
+//! reported with where they are (line, item, entry) and every good one is kept. The
+//! format is detected from the content; a pretty-printed object is never mistaken
+//! for NDJSON because the whole document is tried first.
+//!
+//! Events come out either parsed ([`import_bytes`]) or as compact JSON text
+//! ([`import_text`]), which is how a 100 000-event replay stays small in memory.
+
+use std::fmt;
+use std::path::Path;
+
+use serde::de::IgnoredAny;
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use super::events::EventList;
+
+/// Files larger than this are refused rather than read into memory.
+pub const MAX_IMPORT_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Object,
+    Array,
+    Ndjson,
+    Har,
+}
+
+/// Where a bad item is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// 1-based NDJSON line.
+    Line(usize),
+    /// 0-based index in a JSON array.
+    Item(usize),
+    /// 0-based HAR entry, with its method and URL.
+    Entry(usize, String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{location}: {message}")]
+pub struct ImportError {
+    pub location: Location,
+    pub message: String,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Line(n) => write!(f, "line {n}"),
+            Self::Item(n) => write!(f, "item {n}"),
+            Self::Entry(n, what) => write!(f, "entry {n} ({what})"),
+        }
+    }
+}
+
+/// The whole input is unusable (unreadable, empty, not JSON at all).
+#[derive(Debug, thiserror::Error)]
+pub enum ImportFileError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {size} bytes is more than the {MAX_IMPORT_BYTES}-byte import limit")]
+    TooLarge { path: String, size: u64 },
+    #[error("{origin}: {message}")]
+    Invalid { origin: String, message: String },
+}
+
+#[derive(Debug, Default)]
+pub struct Imported {
+    pub format: Option<Format>,
+    pub events: EventList,
+    pub errors: Vec<ImportError>,
+}
+
+/// Import with events parsed (small sets, the UI).
+pub fn import_bytes(bytes: &[u8], origin: &str) -> Result<Imported, ImportFileError> {
+    import(bytes, origin, false)
+}
+
+/// Import with events kept as compact JSON text (large replays).
+pub fn import_text(bytes: &[u8], origin: &str) -> Result<Imported, ImportFileError> {
+    import(bytes, origin, true)
+}
+
+/// Read and import a file; errors name the file.
+pub fn import_file(path: &Path, as_text: bool) -> Result<Imported, ImportFileError> {
+    let p = path.display().to_string();
+    let meta = std::fs::metadata(path).map_err(|source| ImportFileError::Io {
+        path: p.clone(),
+        source,
+    })?;
+    if meta.len() > MAX_IMPORT_BYTES {
+        return Err(ImportFileError::TooLarge {
+            path: p,
+            size: meta.len(),
+        });
+    }
+    let bytes = std::fs::read(path).map_err(|source| ImportFileError::Io {
+        path: p.clone(),
+        source,
+    })?;
+    import(&bytes, &p, as_text)
+}
+
+/// Collects events in the requested representation.
+struct Sink {
+    text: bool,
+    values: Vec<Value>,
+    texts: Vec<Box<str>>,
+    errors: Vec<ImportError>,
+}
+
+impl Sink {
+    /// `json` is one JSON value's text; keep it if it is an object.
+    fn push(&mut self, json: &str, at: Location) {
+        let trimmed = json.trim_start();
+        if !trimmed.starts_with('{') {
+            let what = match trimmed.as_bytes().first() {
+                Some(b'[') => "an array",
+                Some(b'"') => "a string",
+                Some(b'n') => "null",
+                Some(b't' | b'f') => "a boolean",
+                _ => "a number",
+            };
+            self.errors.push(ImportError {
+                location: at,
+                message: format!("not a JSON object ({what})"),
+            });
+            return;
+        }
+        if self.text {
+            // Validate without building a value; keep compact text only when it is compact already.
+            match serde_json::from_str::<IgnoredAny>(json) {
+                Ok(_) if !json.contains('\n') && json.len() == json.trim().len() => {
+                    self.texts.push(json.into())
+                }
+                Ok(_) => match serde_json::from_str::<Value>(json) {
+                    Ok(v) => self.texts.push(v.to_string().into_boxed_str()),
+                    Err(e) => self.errors.push(ImportError {
+                        location: at,
+                        message: e.to_string(),
+                    }),
+                },
+                Err(e) => self.errors.push(ImportError {
+                    location: at,
+                    message: e.to_string(),
+                }),
+            }
+        } else {
+            match serde_json::from_str::<Value>(json) {
+                Ok(v) => self.values.push(v),
+                Err(e) => self.errors.push(ImportError {
+                    location: at,
+                    message: e.to_string(),
+                }),
+            }
+        }
+    }
+}
+
+fn import(bytes: &[u8], origin: &str, text: bool) -> Result<Imported, ImportFileError> {
+    let invalid = |message: String| ImportFileError::Invalid {
+        origin: origin.to_owned(),
+        message,
+    };
+    let s = std::str::from_utf8(bytes).map_err(|e| invalid(format!("not UTF-8 text ({e})")))?;
+    let s = s.strip_prefix('\u{feff}').unwrap_or(s);
+    let body = s.trim_start();
+    if body.is_empty() {
+        return Err(invalid("no events: the input is empty".into()));
+    }
+    let mut sink = Sink {
+        text,
+        values: Vec::new(),
+        texts: Vec::new(),
+        errors: Vec::new(),
+    };
+    let format = if body.starts_with('[') {
+        let items: Vec<&RawValue> =
+            serde_json::from_str(s).map_err(|e| invalid(format!("not valid JSON: {e}")))?;
+        for (i, item) in items.iter().enumerate() {
+            sink.push(item.get(), Location::Item(i));
+        }
+        Format::Array
+    } else {
+        match serde_json::from_str::<&RawValue>(s) {
+            Ok(raw) => {
+                let v: Value = serde_json::from_str(raw.get())
+                    .map_err(|e| invalid(format!("not valid JSON: {e}")))?;
+                if let Some(entries) = v
+                    .get("log")
+                    .and_then(|l| l.get("entries"))
+                    .and_then(Value::as_array)
+                {
+                    har(entries, &mut sink);
+                    Format::Har
+                } else {
+                    sink.push(raw.get(), Location::Item(0));
+                    Format::Object
+                }
+            }
+            Err(whole) => {
+                // NDJSON when the first non-blank line is a JSON value on its own.
+                let first = s.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+                if serde_json::from_str::<IgnoredAny>(first).is_err() {
+                    return Err(invalid(format!("not valid JSON: {whole}")));
+                }
+                for (n, line) in s.split('\n').enumerate() {
+                    let line = line.strip_suffix('\r').unwrap_or(line);
+                    if !line.trim().is_empty() {
+                        sink.push(line, Location::Line(n + 1));
+                    }
+                }
+                Format::Ndjson
+            }
+        }
+    };
+    let events = if text {
+        EventList::Text(sink.texts)
+    } else {
+        EventList::Values(sink.values)
+    };
+    Ok(Imported {
+        format: Some(format),
+        events,
+        errors: sink.errors,
+    })
+}
+
+fn har(entries: &[Value], sink: &mut Sink) {
+    for (i, e) in entries.iter().enumerate() {
+        let req = &e["request"];
+        let what = format!(
+            "{} {}",
+            req["method"].as_str().unwrap_or("?"),
+            req["url"].as_str().unwrap_or("?")
+        );
+        match req
+            .get("postData")
+            .and_then(|p| p.get("text"))
+            .and_then(Value::as_str)
+        {
+            Some(body) if !body.trim().is_empty() => sink.push(body, Location::Entry(i, what)),
+            _ => sink.errors.push(ImportError {
+                location: Location::Entry(i, what),
+                message: "has no request body".into(),
+            }),
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! The workspace file: load (with errors that name the file, line, column and JSON
+//! path), version checks and migrations, and atomic, stable saving.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::core::model::{WORKSPACE_VERSION, Workspace};
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkspaceError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{origin}:{line}:{column}: {message}")]
+    Syntax {
+        origin: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{origin}:{line}:{column}: {path}: {message}")]
+    Field {
+        origin: String,
+        line: usize,
+        column: usize,
+        path: String,
+        message: String,
+    },
+    #[error("{origin}: {message}")]
+    Version { origin: String, message: String },
+}
+
+/// Load a workspace file.
+pub fn load(path: &Path) -> Result<Workspace, WorkspaceError> {
+    let p = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| WorkspaceError::Io {
+        path: p.clone(),
+        source,
+    })?;
+    parse(&text, &p)
+}
+
+/// Parse workspace text; `origin` names it in errors.
+pub fn parse(text: &str, origin: &str) -> Result<Workspace, WorkspaceError> {
+    let value: Value = serde_json::from_str(text).map_err(|e| WorkspaceError::Syntax {
+        origin: origin.to_owned(),
+        line: e.line(),
+        column: e.column(),
+        message: strip_position(&e.to_string()),
+    })?;
+    let version_err = |message: String| WorkspaceError::Version {
+        origin: origin.to_owned(),
+        message,
+    };
+    let version = match value.get("version") {
+        None => {
+            return Err(version_err(
+                "missing \"version\" (this build writes version 1)".into(),
+            ));
+        }
+        Some(v) => v
+            .as_u64()
+            .ok_or_else(|| version_err(format!("\"version\" must be a whole number, not {v}")))?,
+    };
+    if version > u64::from(WORKSPACE_VERSION) {
+        return Err(version_err(format!(
+            "version {version} was written by a newer Hookline; this one reads up to version {WORKSPACE_VERSION}"
+        )));
+    }
+    if version < u64::from(WORKSPACE_VERSION) {
+        let migrated = migrate(value, version).map_err(version_err)?;
+        return serde_json::from_value(migrated)
+            .map_err(|e| version_err(format!("after migrating from version {version}: {e}")));
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        WorkspaceError::Field {
+            origin: origin.to_owned(),
+            line: inner.line(),
+            column: inner.column(),
+            path,
+            message: strip_position(&inner.to_string()),
+        }
+    })
+}
+
+fn strip_position(msg: &str) -> String {
+    msg.split(" at line ").next().unwrap_or(msg).to_owned()
+}
+
+/// One migration: upgrades a file of version `from` to `from + 1`.
+pub type Migration = (u64, fn(Value) -> Result<Value, String>);
+
+/// Every migration, in order. Version 1 is the first released format, so none yet.
+pub const MIGRATIONS: &[Migration] = &[];
+
+/// Bring an older file up to [`WORKSPACE_VERSION`], one version at a time.
+pub fn migrate(value: Value, from: u64) -> Result<Value, String> {
+    migrate_with(value, from, u64::from(WORKSPACE_VERSION), MIGRATIONS)
+}
+
+/// The migration chain, with the steps given (so tests can exercise it).
+pub fn migrate_with(
+    mut value: Value,
+    from: u64,
+    to: u64,
+    steps: &[Migration],
+) -> Result<Value, String> {
+    let mut v = from;
+    while v < to {
+        let step = steps.iter().find(|(f, _)| *f == v).ok_or_else(|| {
+            format!(
+                "version {v} is not supported (no migration to version {})",
+                v + 1
+            )
+        })?;
+        value = (step.1)(value).map_err(|e| format!("migrating from version {v}: {e}"))?;
+        v += 1;
+        if let Some(o) = value.as_object_mut() {
+            o.insert("version".into(), Value::from(v));
+        }
+    }
+    Ok(value)
+}
+
+/// Save pretty-printed with a trailing newline, atomically (temp file + rename).
+pub fn save(path: &Path, ws: &Workspace) -> Result<(), WorkspaceError> {
+    let p = path.display().to_string();
+    let mut text = serde_json::to_string_pretty(ws).map_err(|e| WorkspaceError::Io {
+        path: p.clone(),
+        source: std::io::Error::other(e),
+    })?;
+    text.push('\n');
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("workspace.json")
+    ));
+    std::fs::write(&tmp, text).map_err(|source| WorkspaceError::Io {
+        path: tmp.display().to_string(),
+        source,
+    })?;
+    std::fs::rename(&tmp, path).map_err(|source| WorkspaceError::Io { path: p, source })
+}

@@ -27,9 +27,9 @@ enum Cmd {
     Send(cli::send::SendArgs),
 }
 
-/// Secrets from the environment, then the OS keyring.
+/// Secrets from the environment, then the OS keyring (when there is one).
 fn secrets() -> hookline::core::secret::Secrets {
-    hookline::core::secret::Secrets::new(std::sync::Arc::new(hookline::core::secret::EnvSecrets))
+    hookline::store::keyring::default_secrets().0
 }
 
 fn main() -> ExitCode {

@@ -1,2 +1,3 @@
 //! Persistence: the workspace file, the OS keyring, and the SQLite history.
+pub mod keyring;
 pub mod workspace;

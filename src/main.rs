@@ -41,7 +41,7 @@ fn main() -> ExitCode {
         }
         Some(Cmd::Render(a)) => cli::render::render(a, secrets()),
         Some(Cmd::Validate(a)) => cli::render::validate(a),
-        Some(Cmd::Send(a)) => cli::send::send(a, secrets(), None, None),
+        Some(Cmd::Send(a)) => cli::send::send(a, secrets(), None),
     };
     match result {
         Ok(code) => ExitCode::from(code),

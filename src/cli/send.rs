@@ -13,6 +13,7 @@ use super::{EXIT_FAILED, destination, load_events, load_workspace, usage};
 use crate::core::secret::Secrets;
 use crate::runtime::delivery::{JobLog, NoLog, OutcomeKind, TokenProvider};
 use crate::runtime::{Command, Runtime, RuntimeConfig, Update};
+use crate::store::history::History;
 
 #[derive(Debug, clap::Args)]
 pub struct SendArgs {
@@ -45,20 +46,20 @@ pub struct SendArgs {
     pub no_history: bool,
 }
 
-/// What `send` needs from the history: a log for the job, and what is left of an old job.
-pub trait SendHistory {
-    fn log(&self) -> Arc<dyn JobLog>;
-    /// `(destination, total events, undelivered indices)` of a recorded job.
-    fn undelivered(&self, job: &str) -> anyhow::Result<(String, usize, Vec<usize>)>;
-    fn flush(&self);
-}
-
 pub fn send(
     args: &SendArgs,
     secrets: Secrets,
-    history: Option<&dyn SendHistory>,
     tokens: Option<Arc<dyn TokenProvider>>,
 ) -> anyhow::Result<u8> {
+    let history = if args.no_history {
+        None
+    } else {
+        let path = match &args.history {
+            Some(p) => p.clone(),
+            None => History::default_path().map_err(|e| usage(e.to_string()))?,
+        };
+        Some(History::open(&path).map_err(|e| usage(e.to_string()))?)
+    };
     let ws = load_workspace(&args.workspace)?;
     let (mut dest, _) = destination(&ws, &args.workspace, &args.destination)?;
     if let Some(c) = args.concurrency {
@@ -87,9 +88,14 @@ pub fn send(
     }
     let (job, only, resume) = match &args.resume {
         Some(job) => {
-            let h =
-                history.ok_or_else(|| usage("--resume needs the history (drop --no-history)"))?;
-            let (d, total, left) = h.undelivered(job)?;
+            let h = history
+                .as_ref()
+                .ok_or_else(|| usage("--resume needs the history (drop --no-history)"))?;
+            let info = h
+                .job(job)?
+                .ok_or_else(|| usage(format!("no job \"{job}\" in {}", h.path().display())))?;
+            let (d, total) = (info.destination, info.total_events);
+            let left = h.undelivered(job)?;
             if d != dest.name {
                 return Err(usage(format!(
                     "job {job} was sent through destination \"{d}\", not \"{}\"",
@@ -115,7 +121,10 @@ pub fn send(
         eprintln!("hookline: job {job} (resume with --resume {job})");
     }
     let mut config = RuntimeConfig::new(secrets);
-    config.log = history.map_or_else(|| Arc::new(NoLog) as Arc<dyn JobLog>, SendHistory::log);
+    config.log = history.as_ref().map_or_else(
+        || Arc::new(NoLog) as Arc<dyn JobLog>,
+        |h| Arc::new(h.writer()) as Arc<dyn JobLog>,
+    );
     config.tokens = tokens;
     let (rt, updates) = Runtime::start(config, || {}).map_err(|e| anyhow::anyhow!(e))?;
     let source = args.events.display().to_string();
@@ -167,8 +176,10 @@ pub fn send(
         }
     };
     drop(rt);
-    if let Some(h) = history {
-        h.flush();
+    if let Some(h) = &history {
+        if let Err(e) = h.writer().flush() {
+            eprintln!("hookline: {e}");
+        }
     }
     let summary = json!({"summary": {"job": job, "requests": requests, "delivered": delivered, "failed": failed, "skipped": skipped, "elapsed_ms": started.elapsed().as_millis() as u64}});
     serde_json::to_writer(&mut out, &summary)?;

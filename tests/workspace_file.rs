@@ -1,0 +1,164 @@
+//! The workspace file: the issue's example loads, saving is stable, errors say where.
+
+use hookline::core::model::{
+    Auth, Body, Envelope, HmacAlgorithm, Method, Signing, WORKSPACE_VERSION,
+};
+use hookline::core::render::CompiledDestination;
+use hookline::store::workspace::{WorkspaceError, load, migrate_with, parse, save};
+use serde_json::{Value, json};
+
+fn fixture(p: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(format!("{}/tests/fixtures/{p}", env!("CARGO_MANIFEST_DIR")))
+}
+
+#[test]
+fn the_documented_example_loads_with_every_field() {
+    let ws = load(&fixture("workspace.json")).expect("loads");
+    assert_eq!((ws.version, ws.name.as_str()), (1, "Demo"));
+    let d = &ws.destinations[0];
+    assert_eq!((d.name.as_str(), d.method), ("orders", Method::Post));
+    assert_eq!(
+        d.headers.get("X-Source").map(String::as_str),
+        Some("hookline")
+    );
+    assert_eq!(d.trigger.events, vec!["Order Completed".to_owned()]);
+    assert_eq!(d.body, Body::Mapped);
+    assert_eq!(d.mapping.len(), 5);
+    assert_eq!(d.mapping[2].default, Some(json!("free")));
+    assert!(
+        matches!(&d.auth, Auth::Basic { username, password_secret } if username == "svc" && password_secret == "orders-password")
+    );
+    assert!(
+        matches!(&d.signing, Signing::Hmac { algorithm: HmacAlgorithm::Sha1, header, .. } if header == "X-Signature")
+    );
+    assert_eq!(
+        d.batching
+            .as_ref()
+            .map(|b| (b.max_events, b.envelope.clone())),
+        Some((1000, Envelope::Array))
+    );
+    assert_eq!(d.delivery.max_attempts, 5);
+    assert_eq!(ws.event_sets[0].events.len(), 1);
+}
+
+#[test]
+fn saving_is_stable_and_round_trips() {
+    let ws = load(&fixture("workspace.json")).expect("loads");
+    let dir = tempfile::tempdir().expect("tmp");
+    let a = dir.path().join("a.json");
+    save(&a, &ws).expect("saves");
+    let first = std::fs::read_to_string(&a).expect("read");
+    assert!(
+        first.ends_with("}\n") && first.contains("\n  \"version\": 1,"),
+        "{first}"
+    );
+    assert!(
+        first.find("\"version\"") < first.find("\"destinations\""),
+        "version first"
+    );
+    let again = load(&a).expect("reloads");
+    assert_eq!(again, ws);
+    save(&a, &again).expect("saves again");
+    assert_eq!(
+        std::fs::read_to_string(&a).expect("read"),
+        first,
+        "saving twice gives identical bytes"
+    );
+    assert!(
+        !first.contains("open sesame"),
+        "no secret values, only names"
+    );
+}
+
+fn err(text: &str) -> String {
+    parse(text, "ws.json").expect_err("invalid").to_string()
+}
+
+#[test]
+fn a_typo_in_a_field_names_its_path_line_and_column() {
+    let e = err(
+        "{\n  \"version\": 1,\n  \"destinations\": [\n    {\"name\": \"x\", \"url\": \"https://a.b\", \"mehtod\": \"GET\"}\n  ]\n}",
+    );
+    assert!(e.starts_with("ws.json:4:"), "{e}");
+    assert!(
+        e.contains("destinations[0]") && e.contains("unknown field `mehtod`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_bad_enum_value_or_type_names_its_path() {
+    let e = err(
+        r#"{"version": 1, "destinations": [{"name": "x", "url": "https://a.b", "auth": {"kind": "basci"}}]}"#,
+    );
+    assert!(
+        e.contains("destinations[0].auth") && e.contains("basci"),
+        "{e}"
+    );
+    let e = err(
+        r#"{"version": 1, "destinations": [{"name": "x", "url": "https://a.b", "delivery": {"timeout_ms": "soon"}}]}"#,
+    );
+    assert!(
+        e.contains("destinations[0].delivery.timeout_ms") && e.contains("invalid type"),
+        "{e}"
+    );
+}
+
+#[test]
+fn version_is_required_and_newer_files_are_refused() {
+    assert!(err(r#"{"name": "x"}"#).contains("missing \"version\""));
+    let e = err(r#"{"version": 99}"#);
+    assert!(
+        e.contains("newer Hookline") && e.contains(&WORKSPACE_VERSION.to_string()),
+        "{e}"
+    );
+    assert!(err(r#"{"version": 0}"#).contains("version 0 is not supported"));
+}
+
+#[test]
+fn broken_json_names_line_and_column() {
+    assert!(matches!(
+        parse("{\n \"version\": 1,\n}", "ws.json"),
+        Err(WorkspaceError::Syntax { line: 3, .. })
+    ));
+}
+
+#[test]
+fn migrations_run_in_order_and_stamp_the_version() {
+    fn rename_events(mut v: Value) -> Result<Value, String> {
+        if let Some(o) = v.as_object_mut() {
+            if let Some(e) = o.remove("sets") {
+                o.insert("event_sets".into(), e);
+            }
+        }
+        Ok(v)
+    }
+    fn add_name(mut v: Value) -> Result<Value, String> {
+        v["name"] = json!("migrated");
+        Ok(v)
+    }
+    let old = json!({"version": 0, "sets": []});
+    let new = migrate_with(old, 0, 2, &[(0, rename_events), (1, add_name)]).expect("migrates");
+    assert_eq!(
+        new,
+        json!({"version": 2, "event_sets": [], "name": "migrated"})
+    );
+    assert!(
+        migrate_with(json!({}), 0, 2, &[(0, rename_events)])
+            .expect_err("gap")
+            .contains("version 1")
+    );
+}
+
+#[test]
+fn the_shipped_sample_workspace_loads_and_compiles() {
+    let path = std::path::PathBuf::from(format!(
+        "{}/assets/sample-workspace.json",
+        env!("CARGO_MANIFEST_DIR")
+    ));
+    let ws = load(&path).expect("sample loads");
+    assert!(ws.destinations.len() >= 2);
+    for d in &ws.destinations {
+        CompiledDestination::compile(d).unwrap_or_else(|e| panic!("{e:?}"));
+    }
+}

@@ -11,6 +11,7 @@ use hookline::core::model::{
 use hookline::core::render::{CompiledDestination, Prepared, RenderCtx};
 use hookline::core::secret::Secrets;
 use serde_json::{Value, json};
+use std::sync::Arc;
 
 fn main() {
     divan::main();
@@ -94,8 +95,9 @@ fn template_destination() -> CompiledDestination {
     CompiledDestination::compile(&d).expect("compiles")
 }
 
-fn render_one(c: &CompiledDestination, ev: &Value, ctx: &RenderCtx) -> usize {
-    match c.prepare(0, ev, ctx).expect("renders") {
+/// As the runtime does: the event was just parsed, so it is shared, not copied.
+fn render_one(c: &CompiledDestination, ev: &Arc<Value>, ctx: &RenderCtx) -> usize {
+    match c.prepare_shared(0, ev, ctx).expect("renders") {
         Prepared::Ready(p) => c
             .finish(
                 Batch {
@@ -111,31 +113,61 @@ fn render_one(c: &CompiledDestination, ev: &Value, ctx: &RenderCtx) -> usize {
     }
 }
 
-#[divan::bench]
+#[divan::bench(sample_count = 200, sample_size = 200)]
 fn mapped_json_hmac_sha1_headers(b: Bencher) {
     let c = mapped_destination();
-    let ev = track_event(1);
+    let ev = Arc::new(track_event(1));
     let ctx = ctx();
-    assert!((550..700).contains(&serde_json::to_vec(&ev).map_or(0, |v| v.len())));
+    assert!((550..700).contains(&serde_json::to_vec(&*ev).map_or(0, |v| v.len())));
     b.counter(ItemsCount::new(1usize))
         .bench(|| render_one(&c, black_box(&ev), &ctx));
 }
 
-#[divan::bench]
+#[divan::bench(sample_count = 200, sample_size = 200)]
 fn template_body_hmac_sha1(b: Bencher) {
     let c = template_destination();
-    let ev = track_event(1);
+    let ev = Arc::new(track_event(1));
     let ctx = ctx();
     b.counter(ItemsCount::new(1usize))
         .bench(|| render_one(&c, black_box(&ev), &ctx));
 }
 
-#[divan::bench]
+#[divan::bench(sample_count = 200, sample_size = 200)]
 fn whole_event_body(b: Bencher) {
     let c = CompiledDestination::compile(&Destination::new("bench", "https://example.com/hook"))
         .expect("compiles");
-    let ev = track_event(1);
+    let ev = Arc::new(track_event(1));
     let ctx = ctx();
     b.counter(ItemsCount::new(1usize))
         .bench(|| render_one(&c, black_box(&ev), &ctx));
+}
+
+/// Import of 100 000 ~600-byte NDJSON events (as the CLI does for a replay: compact text).
+#[divan::bench(sample_count = 10, sample_size = 1)]
+fn import_100k_ndjson(b: Bencher) {
+    let mut text = String::new();
+    for i in 0..100_000 {
+        text.push_str(&track_event(i).to_string());
+        text.push('\n');
+    }
+    b.counter(ItemsCount::new(100_000usize)).bench(|| {
+        let imp = hookline::core::import::import_text(black_box(text.as_bytes()), "bench")
+            .expect("imports");
+        assert_eq!(imp.events.len(), 100_000);
+    });
+}
+
+/// The same import, parsed into values (what the UI holds for an event set).
+#[divan::bench(sample_count = 5, sample_size = 1)]
+fn import_100k_ndjson_parsed(b: Bencher) {
+    let mut text = String::new();
+    for i in 0..100_000 {
+        text.push_str(&track_event(i).to_string());
+        text.push('\n');
+    }
+    b.counter(ItemsCount::new(100_000usize)).bench(|| {
+        let imp = hookline::core::import::import_bytes(black_box(text.as_bytes()), "bench")
+            .expect("imports");
+        assert_eq!(imp.events.len(), 100_000);
+    });
 }

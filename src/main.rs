@@ -25,6 +25,8 @@ enum Cmd {
     Validate(cli::render::ValidateArgs),
     /// Send a file of events through a destination, with retries; resumable.
     Send(cli::send::SendArgs),
+    /// Run the capture receiver: record what arrives, optionally failing on purpose.
+    Capture(cli::capture::CaptureArgs),
 }
 
 /// Secrets from the environment, then the OS keyring (when there is one).
@@ -42,6 +44,7 @@ fn main() -> ExitCode {
         Some(Cmd::Render(a)) => cli::render::render(a, secrets()),
         Some(Cmd::Validate(a)) => cli::render::validate(a),
         Some(Cmd::Send(a)) => cli::send::send(a, secrets(), None),
+        Some(Cmd::Capture(a)) => cli::capture::capture(a, &secrets()),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -225,6 +225,8 @@ pub struct CompiledDestination {
     jwt_claims: Vec<(String, Tpl)>,
     envelope: Option<batch::CompiledEnvelope>,
     uses_templates: bool,
+    /// The checked URL when it is fixed text.
+    static_url: Option<String>,
 }
 
 /// RFC 9110 token characters, for header names.
@@ -443,6 +445,10 @@ impl CompiledDestination {
             || !jwt_claims.is_empty()
             || dest.mapping.iter().any(|r| r.template.is_some())
             || matches!(body, CompiledBody::Template { .. });
+        let url_tpl_static = match &url {
+            Tpl::Static(u) => Some(u.clone()),
+            Tpl::Compiled { .. } => None,
+        };
         Ok(Self {
             dest: dest.clone(),
             templates,
@@ -455,6 +461,10 @@ impl CompiledDestination {
             jwt_claims,
             envelope,
             uses_templates,
+            static_url: match &url_tpl_static {
+                Some(u) => check_url(u).ok().map(String::from),
+                None => None,
+            },
         })
     }
 
@@ -477,6 +487,27 @@ impl CompiledDestination {
         event: &Value,
         ctx: &RenderCtx,
     ) -> Result<Prepared, RenderError> {
+        self.prepare_inner(index, event, None, ctx)
+    }
+
+    /// [`prepare`](Self::prepare) for an event the caller already holds in an `Arc`
+    /// (the runtime parses each event anyway): templates share it instead of a copy.
+    pub fn prepare_shared(
+        &self,
+        index: usize,
+        event: &Arc<Value>,
+        ctx: &RenderCtx,
+    ) -> Result<Prepared, RenderError> {
+        self.prepare_inner(index, event, Some(event), ctx)
+    }
+
+    fn prepare_inner(
+        &self,
+        index: usize,
+        event: &Value,
+        owned: Option<&Arc<Value>>,
+        ctx: &RenderCtx,
+    ) -> Result<Prepared, RenderError> {
         let d = &self.dest;
         let etype = event.get("type").and_then(Value::as_str).unwrap_or("");
         if !d.trigger.types.is_empty() && !d.trigger.types.iter().any(|t| t == etype) {
@@ -493,20 +524,23 @@ impl CompiledDestination {
             }
         }
         // The event is shared with templates without copying it per template.
-        let scope = Arc::new(SecretScope {
-            secrets: ctx.secrets.clone(),
-            used: Mutex::default(),
+        let scope = self.uses_templates.then(|| {
+            Arc::new(SecretScope {
+                secrets: ctx.secrets.clone(),
+                used: Mutex::default(),
+            })
         });
         let shared = if self.uses_templates {
-            Some(Arc::new(event.clone()))
+            Some(owned.cloned().unwrap_or_else(|| Arc::new(event.clone())))
         } else {
             None
         };
         let mut tctx_cache: Option<minijinja::Value> = None;
         let mut tctx = || -> minijinja::Value {
             tctx_cache
-                .get_or_insert_with(|| {
-                    template::context(shared.as_ref().unwrap_or(&Arc::new(Value::Null)), &scope)
+                .get_or_insert_with(|| match (&shared, &scope) {
+                    (Some(e), Some(s)) => template::context(e, s),
+                    _ => minijinja::Value::UNDEFINED,
                 })
                 .clone()
         };
@@ -663,7 +697,11 @@ impl CompiledDestination {
             }
         }
 
-        let url = finish_url(&url, &query).map_err(|m| self.fail(format!("url: {m}")))?;
+        let url = match &self.static_url {
+            // The common case: a fixed URL, nothing to append. Checked once, at compile time.
+            Some(fixed) if query.is_empty() && url == d.url => fixed.clone(),
+            _ => finish_url(&url, &query).map_err(|m| self.fail(format!("url: {m}")))?,
+        };
         let jwt_claims = if self.jwt_claims.is_empty() && !matches!(d.auth, Auth::Jwt { .. }) {
             None
         } else {
@@ -684,13 +722,15 @@ impl CompiledDestination {
             .envelope
             .as_ref()
             .map_or(Value::Null, |e| e.primary_key(event));
-        let secret_values = scope
-            .used
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .iter()
-            .map(|s| s.expose().to_owned())
-            .collect();
+        let secret_values = scope.map_or_else(Vec::new, |scope| {
+            scope
+                .used
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .iter()
+                .map(|s| s.expose().to_owned())
+                .collect()
+        });
         Ok(Prepared::Ready(Box::new(PreparedEvent {
             index,
             route: Route {

@@ -360,7 +360,11 @@ pub async fn run_job(
                 continue;
             }
         };
-        match ctx.compiled.prepare(i, &event, &render_ctx) {
+        let prepared = match event {
+            std::borrow::Cow::Owned(v) => ctx.compiled.prepare_shared(i, &Arc::new(v), &render_ctx),
+            std::borrow::Cow::Borrowed(v) => ctx.compiled.prepare(i, v, &render_ctx),
+        };
+        match prepared {
             Ok(Prepared::Skipped(_)) => {
                 lock(&tally).stats.skipped += 1;
                 skipped.push(i);

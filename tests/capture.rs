@@ -351,7 +351,7 @@ async fn captures_are_persisted_to_history() {
 fn the_cli_prints_listening_then_one_line_per_capture_writes_events_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().expect("tmp");
     let out = dir.path().join("captured.ndjson");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hookline"))
+    let child = Command::new(env!("CARGO_BIN_EXE_hookline"))
         .args([
             "capture",
             "--listen",

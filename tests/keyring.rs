@@ -1,5 +1,5 @@
 //! Secrets round trips: the real OS keyring where the machine has one (CI runs this
-//! inside a D-Bus session with gnome-keyring and sets HOOKLINE_REQUIRE_KEYRING=1, so
+//! inside a D-Bus session with gnome-keyring and sets `HOOKLINE_REQUIRE_KEYRING=1`, so
 //! there it must work), the in-memory store, and the environment.
 
 use std::sync::Arc;

@@ -11,6 +11,7 @@ use hookline::core::render::{
 use hookline::core::secret::Secrets;
 use hookline::core::sign;
 use serde_json::{Value, json};
+use sha2::Digest as _;
 
 fn fixture(name: &str) -> Value {
     let path = format!(
@@ -291,7 +292,6 @@ fn mapped_body_from_the_workspace_example() {
     assert_eq!(r.url, "https://example.com/hooks/track?v=2");
     assert_eq!(r.header("X-Source"), Some("hookline"));
     let body = body_json(&r);
-    use sha2::Digest as _;
     let email = hex::encode(sha2::Sha256::digest(b"user@doamin.com"));
     assert_eq!(
         body,

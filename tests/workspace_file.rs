@@ -125,14 +125,16 @@ fn broken_json_names_line_and_column() {
 
 #[test]
 fn migrations_run_in_order_and_stamp_the_version() {
+    #[allow(clippy::unnecessary_wraps)] // the migration signature
     fn rename_events(mut v: Value) -> Result<Value, String> {
-        if let Some(o) = v.as_object_mut() {
-            if let Some(e) = o.remove("sets") {
-                o.insert("event_sets".into(), e);
-            }
+        if let Some(o) = v.as_object_mut()
+            && let Some(e) = o.remove("sets")
+        {
+            o.insert("event_sets".into(), e);
         }
         Ok(v)
     }
+    #[allow(clippy::unnecessary_wraps)] // the migration signature
     fn add_name(mut v: Value) -> Result<Value, String> {
         v["name"] = json!("migrated");
         Ok(v)

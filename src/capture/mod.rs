@@ -128,15 +128,14 @@ pub struct Capture {
 impl Capture {
     /// The capture as a JSON line: the body as text, or base64 when it is not UTF-8.
     pub fn to_json(&self) -> Value {
-        let (body, encoding) = match std::str::from_utf8(&self.body) {
-            Ok(s) => (Value::from(s), "utf8"),
-            Err(_) => {
-                use base64::Engine as _;
-                (
-                    Value::from(base64::engine::general_purpose::STANDARD.encode(&self.body)),
-                    "base64",
-                )
-            }
+        let (body, encoding) = if let Ok(s) = std::str::from_utf8(&self.body) {
+            (Value::from(s), "utf8")
+        } else {
+            use base64::Engine as _;
+            (
+                Value::from(base64::engine::general_purpose::STANDARD.encode(&self.body)),
+                "base64",
+            )
         };
         json!({
             "id": self.id, "at": self.at, "method": self.method, "path": self.path, "query": self.query,
@@ -337,16 +336,13 @@ fn collect_route(path: &str) -> Option<Collect> {
 async fn receive(State(st): State<Arc<Shared>>, req: Request) -> Response {
     let kill = req.extensions().get::<DropConn>().cloned();
     let (parts, body) = req.into_parts();
-    let body = match axum::body::to_bytes(body, st.config.max_body_bytes).await {
-        Ok(b) => b,
-        Err(_) => {
-            st.counters.too_large.fetch_add(1, Ordering::Relaxed);
-            return (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("body larger than {} bytes", st.config.max_body_bytes),
-            )
-                .into_response();
-        }
+    let Ok(body) = axum::body::to_bytes(body, st.config.max_body_bytes).await else {
+        st.counters.too_large.fetch_add(1, Ordering::Relaxed);
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body larger than {} bytes", st.config.max_body_bytes),
+        )
+            .into_response();
     };
     st.counters.received.fetch_add(1, Ordering::Relaxed);
     let f = &st.config.faults;
@@ -378,10 +374,10 @@ async fn receive(State(st): State<Arc<Shared>>, req: Request) -> Response {
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     if fail {
         let mut r = (code, "{\"ok\":false,\"error\":\"injected failure\"}").into_response();
-        if let Some(s) = f.retry_after {
-            if let Ok(v) = s.to_string().parse() {
-                r.headers_mut().insert("retry-after", v);
-            }
+        if let Some(s) = f.retry_after
+            && let Ok(v) = s.to_string().parse()
+        {
+            r.headers_mut().insert("retry-after", v);
         }
         return r;
     }

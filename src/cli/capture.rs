@@ -27,7 +27,7 @@ pub struct CaptureArgs {
     /// Address to listen on; port 0 picks a free one.
     #[arg(long, default_value = capture::DEFAULT_LISTEN)]
     pub listen: SocketAddr,
-    /// Check each request's signature with this secret (by name: keyring or HOOKLINE_SECRET_<NAME>).
+    /// Check each request's signature with this secret (by name: keyring or `HOOKLINE_SECRET`_<NAME>).
     #[arg(long, value_name = "NAME")]
     pub verify_secret: Option<String>,
     #[arg(

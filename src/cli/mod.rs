@@ -7,7 +7,7 @@ pub mod capture;
 pub mod render;
 pub mod send;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::core::events::EventList;
 use crate::core::model::{Destination, Workspace};
@@ -64,7 +64,7 @@ pub fn destination(
 
 /// Events from a file (JSON, JSON array, NDJSON, HAR). Bad lines are returned, not fatal.
 /// `as_text` keeps events as compact JSON text (large replays).
-pub fn load_events(path: &PathBuf, as_text: bool) -> anyhow::Result<(EventList, Vec<String>)> {
+pub fn load_events(path: &Path, as_text: bool) -> anyhow::Result<(EventList, Vec<String>)> {
     let imported =
         crate::core::import::import_file(path, as_text).map_err(|e| usage(e.to_string()))?;
     let errors = imported

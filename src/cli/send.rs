@@ -29,10 +29,10 @@ pub struct SendArgs {
     /// Requests in flight at once (overrides the destination's delivery.concurrency).
     #[arg(long)]
     pub concurrency: Option<usize>,
-    /// Requests per second at most (overrides delivery.rate_limit).
+    /// Requests per second at most (overrides `delivery.rate_limit`).
     #[arg(long)]
     pub rate: Option<f64>,
-    /// Attempts per request, first included (overrides delivery.max_attempts).
+    /// Attempts per request, first included (overrides `delivery.max_attempts`).
     #[arg(long)]
     pub max_attempts: Option<u32>,
     /// Resume an interrupted job: send only the events it has not delivered.
@@ -176,10 +176,10 @@ pub fn send(
         }
     };
     drop(rt);
-    if let Some(h) = &history {
-        if let Err(e) = h.writer().flush() {
-            eprintln!("hookline: {e}");
-        }
+    if let Some(h) = &history
+        && let Err(e) = h.writer().flush()
+    {
+        eprintln!("hookline: {e}");
     }
     let summary = json!({"summary": {"job": job, "requests": requests, "delivered": delivered, "failed": failed, "skipped": skipped, "elapsed_ms": started.elapsed().as_millis() as u64}});
     serde_json::to_writer(&mut out, &summary)?;

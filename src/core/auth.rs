@@ -1,6 +1,6 @@
 //! Auth headers and query parameters derived from secrets: Basic (RFC 7617), Bearer,
 //! a raw header, an API key, and JWT (HS256/384/512 per RFC 7515, RS256, ES256).
-//! OAuth2 tokens are fetched by the runtime; here they are a placeholder the runtime fills.
+//! `OAuth2` tokens are fetched by the runtime; here they are a placeholder the runtime fills.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as B64URL};
@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use super::model::{Auth, JwtAlgorithm};
 use super::secret::{Secret, SecretError, Secrets};
 
-/// The header value shown in previews before the runtime has fetched an OAuth2 token.
+/// The header value shown in previews before the runtime has fetched an `OAuth2` token.
 pub const OAUTH2_PLACEHOLDER: &str = "Bearer <OAuth2 access token, fetched at send time>";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

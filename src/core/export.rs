@@ -1,6 +1,8 @@
 //! Rendered requests as text: a runnable cURL command (the exact body bytes), a raw
 //! HTTP/1.1 message, and the JSON shape `hookline render --format json` prints.
 
+use std::fmt::Write as _;
+
 use serde_json::{Value, json};
 
 use super::render::RenderedRequest;
@@ -63,14 +65,17 @@ pub fn to_http(r: &RenderedRequest) -> String {
         r.method.as_str()
     );
     for (n, v) in &r.headers {
-        s.push_str(&format!("{n}: {v}\r\n"));
+        let _ = write!(s, "{n}: {v}\r\n");
     }
     if let Some(b) = &r.body {
-        s.push_str(&format!(
-            "Content-Length: {}\r\n\r\n{}",
+        let _ = write!(
+            s,
+            "Content-Length: {}
+
+{}",
             b.len(),
             String::from_utf8_lossy(b)
-        ));
+        );
     } else {
         s.push_str("\r\n");
     }

@@ -135,7 +135,7 @@ impl Sink {
             // Validate without building a value; keep compact text only when it is compact already.
             match serde_json::from_str::<IgnoredAny>(json) {
                 Ok(_) if !json.contains('\n') && json.len() == json.trim().len() => {
-                    self.texts.push(json.into())
+                    self.texts.push(json.into());
                 }
                 Ok(_) => match serde_json::from_str::<Value>(json) {
                     Ok(v) => self.texts.push(v.to_string().into_boxed_str()),

@@ -1,4 +1,4 @@
-//! Mapping: event → mapped JSON value. Each row takes a source (RFC 9535 JSONPath,
+//! Mapping: event → mapped JSON value. Each row takes a source (RFC 9535 `JSONPath`,
 //! literal or template), chains transforms, falls back to a default when the source
 //! is missing (a `null` in the event is kept), and writes into a nested target path.
 
@@ -418,7 +418,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn map(rows: Vec<MappingRow>, event: &Value) -> Result<Value, MappingError> {
+    fn map(rows: &[MappingRow], event: &Value) -> Result<Value, MappingError> {
         let mut t = Templates::new();
         let compiled = rows
             .iter()
@@ -446,7 +446,7 @@ mod tests {
     #[test]
     fn nested_targets_with_array_indices() {
         let out = map(
-            vec![row("user.id", "$.userId"), row("items[1].sku", "$.sku")],
+            &[row("user.id", "$.userId"), row("items[1].sku", "$.sku")],
             &json!({"userId": "u1", "sku": "S"}),
         )
         .expect("maps");
@@ -458,11 +458,7 @@ mod tests {
 
     #[test]
     fn missing_source_omits_the_field_and_null_is_kept() {
-        let out = map(
-            vec![row("a", "$.nope"), row("b", "$.n")],
-            &json!({"n": null}),
-        )
-        .expect("maps");
+        let out = map(&[row("a", "$.nope"), row("b", "$.n")], &json!({"n": null})).expect("maps");
         assert_eq!(out, json!({"b": null}));
     }
 
@@ -471,11 +467,11 @@ mod tests {
         let mut r = row("plan", "$.properties.plan");
         r.default = Some(json!("free"));
         assert_eq!(
-            map(vec![r.clone()], &json!({})).expect("maps"),
+            map(&[r.clone()], &json!({})).expect("maps"),
             json!({"plan": "free"})
         );
         assert_eq!(
-            map(vec![r], &json!({"properties": {"plan": "pro"}})).expect("maps"),
+            map(&[r], &json!({"properties": {"plan": "pro"}})).expect("maps"),
             json!({"plan": "pro"})
         );
     }
@@ -484,7 +480,7 @@ mod tests {
     fn transforms_chain_in_order() {
         let mut r = row("email", "$.e");
         r.transforms = vec!["trim".into(), "lowercase".into(), "sha256".into()];
-        let out = map(vec![r], &json!({"e": "  User@Domain.com "})).expect("maps");
+        let out = map(&[r], &json!({"e": "  User@Domain.com "})).expect("maps");
         assert_eq!(
             out["email"],
             json!(hex::encode(sha2::Sha256::digest(b"user@domain.com")))
@@ -505,7 +501,7 @@ mod tests {
         rows[2].transforms = vec!["bool".into()];
         rows[3].transforms = vec!["json".into()];
         rows[4].transforms = vec!["date:%d/%m/%Y".into()];
-        let out = map(rows, &json!({"n": 60, "s": "12.5", "y": "yes", "o": {"a": 1}, "t": "Thu Mar 24 2016 17:46:45 GMT+0000 (UTC)"})).expect("maps");
+        let out = map(&rows, &json!({"n": 60, "s": "12.5", "y": "yes", "o": {"a": 1}, "t": "Thu Mar 24 2016 17:46:45 GMT+0000 (UTC)"})).expect("maps");
         assert_eq!(
             out,
             json!({"s": "60", "n": 12.5, "b": true, "j": "{\"a\":1}", "d": "24/03/2016"})
@@ -516,7 +512,7 @@ mod tests {
     fn number_transform_on_text_names_the_row() {
         let mut r = row("n", "$.s");
         r.transforms = vec!["number".into()];
-        let e = map(vec![row("ok", "$.s"), r], &json!({"s": "abc"})).expect_err("not a number");
+        let e = map(&[row("ok", "$.s"), r], &json!({"s": "abc"})).expect_err("not a number");
         assert_eq!(e.row, 2);
         assert!(e.to_string().contains("mapping row 2 (n)"), "{e}");
     }
@@ -525,20 +521,20 @@ mod tests {
     fn unknown_transform_is_an_error_naming_the_row() {
         let mut r = row("n", "$.s");
         r.transforms = vec!["md5".into()];
-        let e = map(vec![r], &json!({})).expect_err("unknown");
+        let e = map(&[r], &json!({})).expect_err("unknown");
         assert!(e.message.contains("unknown transform \"md5\""), "{e}");
     }
 
     #[test]
     fn jsonpath_that_does_not_parse_is_an_error() {
-        let e = map(vec![row("a", "$.a[")], &json!({})).expect_err("bad path");
+        let e = map(&[row("a", "$.a[")], &json!({})).expect_err("bad path");
         assert!(e.message.contains("not a valid JSONPath"), "{e}");
     }
 
     #[test]
     fn wildcard_paths_yield_arrays() {
         let out = map(
-            vec![row("skus", "$.items[*].sku")],
+            &[row("skus", "$.items[*].sku")],
             &json!({"items": [{"sku": "a"}]}),
         )
         .expect("maps");
@@ -559,7 +555,7 @@ mod tests {
                 ..MappingRow::default()
             },
         ];
-        let out = map(rows, &json!({"event": "Order Completed", "userId": "u1"})).expect("maps");
+        let out = map(&rows, &json!({"event": "Order Completed", "userId": "u1"})).expect("maps");
         assert_eq!(
             out,
             json!({"channel": "web", "label": "Order Completed by u1"})
@@ -575,7 +571,7 @@ mod tests {
             ..MappingRow::default()
         };
         assert!(
-            map(vec![r], &json!({}))
+            map(&[r], &json!({}))
                 .expect_err("two sources")
                 .message
                 .contains("more than one")

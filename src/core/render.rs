@@ -84,6 +84,7 @@ pub struct RenderedRequest {
 
 impl RenderedRequest {
     /// A copy safe to show or store: every secret value, and every header derived from one, replaced.
+    #[must_use]
     pub fn redacted(&self) -> Self {
         let mut r = self.clone();
         let hide = |s: &str| {
@@ -113,16 +114,14 @@ impl RenderedRequest {
                 *value = hide(value);
             }
         }
-        if let Some(b) = &r.body {
-            if let Ok(text) = std::str::from_utf8(b) {
-                if self
-                    .secret_values
-                    .iter()
-                    .any(|v| !v.is_empty() && text.contains(v.as_str()))
-                {
-                    r.body = Some(hide(text).into_bytes());
-                }
-            }
+        if let Some(b) = &r.body
+            && let Ok(text) = std::str::from_utf8(b)
+            && self
+                .secret_values
+                .iter()
+                .any(|v| !v.is_empty() && text.contains(v.as_str()))
+        {
+            r.body = Some(hide(text).into_bytes());
         }
         r.base_url.clear();
         r.base_headers.clear();
@@ -138,7 +137,7 @@ impl RenderedRequest {
             .map(|(_, v)| v.as_str())
     }
 
-    /// Replace the OAuth2 placeholder with a real token (the runtime calls this per attempt).
+    /// Replace the `OAuth2` placeholder with a real token (the runtime calls this per attempt).
     pub fn set_bearer_token(&mut self, token: &Secret) {
         let v = format!("Bearer {}", token.expose());
         set_header(&mut self.headers, "Authorization", v);
@@ -243,8 +242,7 @@ pub fn check_header_value(name: &str, value: &str) -> Result<(), String> {
         .find(|c| (c.is_control() && *c != '\t') || *c == '\u{7f}')
     {
         return Err(format!(
-            "header \"{name}\" contains a control character ({:?}); CR, LF and other non-visible characters are never sent",
-            c
+            "header \"{name}\" contains a control character ({c:?}); CR, LF and other non-visible characters are never sent"
         ));
     }
     Ok(())
@@ -270,7 +268,7 @@ impl CompiledDestination {
                 destination: dest.name.clone(),
                 field: field.to_owned(),
                 message,
-            })
+            });
         };
         let mut templates = Templates::new();
         let tpl =
@@ -289,10 +287,10 @@ impl CompiledDestination {
             err("name", "is empty".into());
         }
         let url = tpl(&mut templates, "url", &dest.url, &mut err);
-        if let Tpl::Static(u) = &url {
-            if let Err(m) = check_url(u) {
-                err("url", m);
-            }
+        if let Tpl::Static(u) = &url
+            && let Err(m) = check_url(u)
+        {
+            err("url", m);
         }
         let mut headers = Vec::new();
         for (name, value) in &dest.headers {
@@ -544,16 +542,15 @@ impl CompiledDestination {
                 })
                 .clone()
         };
-        if let Some(c) = &self.condition {
-            if self
+        if let Some(c) = &self.condition
+            && self
                 .templates
                 .render(c, &tctx())
                 .map_err(|e| self.tfail(&e))?
                 .trim()
                 != "1"
-            {
-                return Ok(Prepared::Skipped("trigger.expression is false".into()));
-            }
+        {
+            return Ok(Prepared::Skipped("trigger.expression is false".into()));
         }
 
         let obj = event.as_object();
@@ -597,18 +594,18 @@ impl CompiledDestination {
             check_header_value(name, &v).map_err(|m| self.fail(format!("headers.{name}: {m}")))?;
             set_header(&mut headers, name, v);
         }
-        if d.dynamic_overrides {
-            if let Some(Value::Object(h)) = event.get("header") {
-                for (name, v) in h {
-                    if let Value::String(v) = v {
-                        if !is_token(name) {
-                            return Err(self.fail(format!(
-                                "event header \"{name}\" is not a valid header name"
-                            )));
-                        }
-                        check_header_value(name, v).map_err(|m| self.fail(format!("event {m}")))?;
-                        set_header(&mut headers, name, v.clone());
+        if d.dynamic_overrides
+            && let Some(Value::Object(h)) = event.get("header")
+        {
+            for (name, v) in h {
+                if let Value::String(v) = v {
+                    if !is_token(name) {
+                        return Err(self.fail(format!(
+                            "event header \"{name}\" is not a valid header name"
+                        )));
                     }
+                    check_header_value(name, v).map_err(|m| self.fail(format!("event {m}")))?;
+                    set_header(&mut headers, name, v.clone());
                 }
             }
         }
@@ -688,13 +685,12 @@ impl CompiledDestination {
                 )
             }
         };
-        if let Some(ct) = content_type {
-            if !headers
+        if let Some(ct) = content_type
+            && !headers
                 .iter()
                 .any(|(n, _)| n.eq_ignore_ascii_case("Content-Type"))
-            {
-                headers.insert(1, ("Content-Type".into(), ct));
-            }
+        {
+            headers.insert(1, ("Content-Type".into(), ct));
         }
 
         let url = match &self.static_url {
@@ -1112,10 +1108,10 @@ fn to_json(v: &Value) -> Vec<u8> {
 /// The event's `messageId` for a single event; a digest of the ids (or body) for a batch.
 /// Deterministic, so a resumed job re-sends with the same key.
 fn idempotency_key(events: &[PreparedEvent], body: Option<&[u8]>) -> String {
-    if let [one] = events {
-        if let Some(id) = &one.message_id {
-            return id.clone();
-        }
+    if let [one] = events
+        && let Some(id) = &one.message_id
+    {
+        return id.clone();
     }
     let mut h = sha2::Sha256::new();
     if events.iter().all(|e| e.message_id.is_some()) {

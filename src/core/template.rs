@@ -90,15 +90,14 @@ impl Templates {
             .map_err(|e| {
                 let mut err = describe(field, &wrapped, &e);
                 // Report positions in the user's expression, not the wrapper.
-                if let Some(rest) = err.position.strip_prefix("line 1, column ") {
-                    if let Some((col, tail)) = rest.split_once(':') {
-                        if let Ok(c) = col.parse::<usize>() {
-                            err.position = format!(
-                                "line 1, column {}:{tail}",
-                                c.saturating_sub(OPEN.len()).max(1)
-                            );
-                        }
-                    }
+                if let Some(rest) = err.position.strip_prefix("line 1, column ")
+                    && let Some((col, tail)) = rest.split_once(':')
+                    && let Ok(c) = col.parse::<usize>()
+                {
+                    err.position = format!(
+                        "line 1, column {}:{tail}",
+                        c.saturating_sub(OPEN.len()).max(1)
+                    );
                 }
                 err
             })?;

@@ -30,7 +30,7 @@ pub enum Control {
     Cancel,
 }
 
-/// Where a job records what happened (the SQLite history, or nowhere).
+/// Where a job records what happened (the `SQLite` history, or nowhere).
 pub trait JobLog: Send + Sync {
     fn job_started(&self, job: &str, destination: &str, source: &str, total_events: usize);
     fn attempt(&self, a: &AttemptLog);
@@ -70,7 +70,7 @@ pub struct AttemptLog {
 
 pub type TokenFuture<'a> = Pin<Box<dyn Future<Output = Result<Secret, String>> + Send + 'a>>;
 
-/// OAuth2 access tokens for destinations that need them.
+/// `OAuth2` access tokens for destinations that need them.
 pub trait TokenProvider: Send + Sync {
     fn token<'a>(&'a self, destination: &'a Destination) -> TokenFuture<'a>;
     /// Forget the cached token (after a 401) so the next call fetches a new one.
@@ -695,16 +695,11 @@ async fn attempt_once(ctx: &Ctx, request_no: u64, attempt: u32, req: &mut Render
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
             let mut body = Vec::new();
-            loop {
-                match resp.chunk().await {
-                    Ok(Some(c)) => {
-                        let room = RESPONSE_KEEP_BYTES.saturating_sub(body.len());
-                        body.extend_from_slice(&c[..c.len().min(room)]);
-                        if body.len() >= RESPONSE_KEEP_BYTES {
-                            break;
-                        }
-                    }
-                    Ok(None) | Err(_) => break,
+            while let Ok(Some(c)) = resp.chunk().await {
+                let room = RESPONSE_KEEP_BYTES.saturating_sub(body.len());
+                body.extend_from_slice(&c[..c.len().min(room)]);
+                if body.len() >= RESPONSE_KEEP_BYTES {
+                    break;
                 }
             }
             let latency = started.elapsed();
@@ -819,7 +814,7 @@ mod tests {
 
     #[test]
     fn retry_after_reads_seconds_and_http_dates_and_is_capped() {
-        let cap = Duration::from_secs(300);
+        let cap = Duration::from_mins(5);
         assert_eq!(retry_after("7", cap), Some(Duration::from_secs(7)));
         assert_eq!(retry_after("100000", cap), Some(cap));
         let soon = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(30));

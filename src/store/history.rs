@@ -1,4 +1,4 @@
-//! The history: a SQLite database (WAL) in the user's data directory holding jobs,
+//! The history: a `SQLite` database (WAL) in the user's data directory holding jobs,
 //! the final state of their events, every delivery attempt (secrets already
 //! redacted by the caller), and captures. Writes go through one writer thread that
 //! commits whatever is queued in a single transaction (group commit), so recording
@@ -249,11 +249,11 @@ impl History {
             rows.collect()
         })?;
         let mut finished = vec![false; info.total_events];
+        let last = info.total_events.saturating_sub(1);
         for (a, b) in done {
-            for i in
-                a.max(0) as usize..=(b.max(0) as usize).min(info.total_events.saturating_sub(1))
-            {
-                finished[i] = true;
+            let (a, b) = (a.max(0) as usize, (b.max(0) as usize).min(last));
+            if a <= b && b < finished.len() {
+                finished[a..=b].fill(true);
             }
         }
         Ok(finished
@@ -360,7 +360,7 @@ impl HistoryWriter {
     pub fn flush(&self) -> Result<(), String> {
         let (tx, rx) = mpsc::sync_channel(1);
         self.send(Record::Flush(tx));
-        let _ = rx.recv_timeout(std::time::Duration::from_secs(60));
+        let _ = rx.recv_timeout(std::time::Duration::from_mins(1));
         match self
             .error
             .lock()

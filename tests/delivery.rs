@@ -457,3 +457,63 @@ fn render_errors_are_reported_and_other_events_still_sent() {
     assert_eq!(run.render_errors[0].0, 1);
     assert_eq!(hits.load(Ordering::Relaxed), 2);
 }
+
+#[test]
+fn the_runtime_runs_the_capture_receiver_and_replays_an_event_set_into_it() {
+    use hookline::capture::CaptureConfig;
+    use hookline::core::model::EventSet;
+    use hookline::runtime::Update;
+    let (rt, updates) = start_runtime(Secrets::memory(&[]));
+    assert!(rt.send(Command::StartCapture {
+        config: CaptureConfig {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            ..CaptureConfig::default()
+        }
+    }));
+    let addr = loop {
+        match updates
+            .recv_timeout(Duration::from_secs(5))
+            .expect("update")
+        {
+            Update::CaptureStarted { addr } => break addr,
+            Update::CaptureStopped { error } => panic!("capture failed: {error:?}"),
+            _ => {}
+        }
+    };
+    let set = EventSet {
+        name: "samples".into(),
+        events: events(5),
+    };
+    let dest = fast(Destination::new(
+        "local",
+        format!("http://{addr}/collect/track/replay"),
+    ));
+    assert!(rt.send(Command::ReplaySet {
+        job: "r".into(),
+        destination: Box::new(dest),
+        set
+    }));
+    let (mut captured, mut finished) = (0, None);
+    while finished.is_none() || captured < 5 {
+        match updates
+            .recv_timeout(Duration::from_secs(5))
+            .expect("update")
+        {
+            Update::Captured(c) => {
+                assert_eq!(
+                    c.collect.as_ref().map(|c| c.event_type.as_str()),
+                    Some("track")
+                );
+                captured += 1;
+            }
+            Update::JobFinished { result, .. } => finished = Some(result.expect("job ran")),
+            _ => {}
+        }
+    }
+    assert_eq!(finished.map(|s| s.delivered), Some(5));
+    assert!(rt.send(Command::StopCapture));
+    assert!(matches!(
+        updates.recv_timeout(Duration::from_secs(5)),
+        Ok(Update::CaptureStopped { error: None })
+    ));
+}

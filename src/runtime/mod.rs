@@ -4,6 +4,7 @@
 //! never block: they `send` commands and drain updates with `try_recv`.
 
 pub mod delivery;
+pub mod oauth2;
 pub mod stats;
 
 use std::collections::HashMap;
@@ -13,9 +14,11 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::capture::{self, Capture, CaptureConfig, ReceiverHandle};
 use crate::core::events::EventList;
-use crate::core::model::Destination;
+use crate::core::model::{Destination, EventSet};
 use crate::core::secret::Secrets;
+use crate::store::history::HistoryWriter;
 use delivery::{Control, JobEnv, JobLog, JobReport, JobSpec, NoLog, Outcome, TokenProvider};
 use stats::JobStats;
 
@@ -31,6 +34,12 @@ pub enum Command {
         source: String,
         resume: bool,
     },
+    /// Replay a whole event set through a destination.
+    ReplaySet {
+        job: String,
+        destination: Box<Destination>,
+        set: EventSet,
+    },
     Pause {
         job: String,
     },
@@ -40,6 +49,20 @@ pub enum Command {
     Cancel {
         job: String,
     },
+    /// Fetch (or refresh) the OAuth2 access token of a destination now.
+    FetchToken {
+        destination: Box<Destination>,
+    },
+    /// Run the OAuth2 authorization code flow (opens the system browser).
+    Authorize {
+        destination: Box<Destination>,
+        timeout: Duration,
+    },
+    /// Start the capture receiver (one at a time).
+    StartCapture {
+        config: CaptureConfig,
+    },
+    StopCapture,
     /// Stop everything and end the runtime thread.
     Shutdown,
 }
@@ -74,6 +97,22 @@ pub enum Update {
     JobFinished {
         job: String,
         result: Result<JobStats, String>,
+    },
+    /// An OAuth2 token was fetched, or could not be.
+    Token {
+        destination: String,
+        result: Result<(), String>,
+    },
+    Authorized {
+        destination: String,
+        result: Result<(), String>,
+    },
+    CaptureStarted {
+        addr: std::net::SocketAddr,
+    },
+    Captured(Box<Capture>),
+    CaptureStopped {
+        error: Option<String>,
     },
     Error {
         message: String,
@@ -133,6 +172,8 @@ pub struct RuntimeConfig {
     pub tokens: Option<Arc<dyn TokenProvider>>,
     /// Worker threads for the tokio runtime (≥ 1).
     pub worker_threads: usize,
+    /// Where captures are recorded, if anywhere.
+    pub capture_history: Option<HistoryWriter>,
 }
 
 impl RuntimeConfig {
@@ -142,6 +183,7 @@ impl RuntimeConfig {
             log: Arc::new(NoLog),
             tokens: None,
             worker_threads: 2,
+            capture_history: None,
         }
     }
 }
@@ -211,16 +253,42 @@ async fn run(
             return;
         }
     };
+    let oauth = oauth2::OAuthTokens {
+        cache: oauth2::TokenCache::default(),
+        client: client.clone(),
+        secrets: config.secrets.clone(),
+    };
+    let tokens: Arc<dyn TokenProvider> = config
+        .tokens
+        .clone()
+        .unwrap_or_else(|| Arc::new(oauth.clone()));
     let env = Arc::new(JobEnv {
         client,
         secrets: config.secrets.clone(),
         log: config.log.clone(),
-        tokens: config.tokens.clone(),
+        tokens: Some(tokens),
     });
+    let mut receiver: Option<(ReceiverHandle, tokio::task::JoinHandle<()>)> = None;
     let mut jobs: HashMap<String, watch::Sender<Control>> = HashMap::new();
     let mut tasks = tokio::task::JoinSet::new();
-    while let Some(cmd) = rx.recv().await {
+    while let Some(mut cmd) = rx.recv().await {
         jobs.retain(|_, c| !c.is_closed());
+        if let Command::ReplaySet {
+            job,
+            destination,
+            set,
+        } = cmd
+        {
+            let source = format!("event set \"{}\"", set.name);
+            cmd = Command::Send {
+                job,
+                destination,
+                events: Arc::new(EventList::Values(set.events)),
+                only: None,
+                source,
+                resume: false,
+            };
+        }
         match cmd {
             Command::Send {
                 job,
@@ -274,6 +342,81 @@ async fn run(
             Command::Pause { job } => set_control(&jobs, &job, Control::Pause, &updates),
             Command::Resume { job } => set_control(&jobs, &job, Control::Run, &updates),
             Command::Cancel { job } => set_control(&jobs, &job, Control::Cancel, &updates),
+            Command::FetchToken { destination } => {
+                let (oauth, updates) = (oauth.clone(), updates.clone());
+                tokio::spawn(async move {
+                    oauth.cache.invalidate(&destination.name);
+                    let result = oauth
+                        .cache
+                        .access_token(
+                            &destination.name,
+                            &destination.auth,
+                            &oauth.client,
+                            &oauth.secrets,
+                        )
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string());
+                    updates.send(Update::Token {
+                        destination: destination.name.clone(),
+                        result,
+                    });
+                });
+            }
+            Command::Authorize {
+                destination,
+                timeout,
+            } => {
+                let (oauth, updates) = (oauth.clone(), updates.clone());
+                tokio::spawn(async move {
+                    let result = oauth2::authorize(
+                        &destination.name,
+                        &destination.auth,
+                        &oauth.client,
+                        &oauth.secrets,
+                        &oauth.cache,
+                        oauth2::default_open_browser,
+                        timeout,
+                    )
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string());
+                    updates.send(Update::Authorized {
+                        destination: destination.name.clone(),
+                        result,
+                    });
+                });
+            }
+            Command::StartCapture { config: cc } => {
+                if let Some((old, fwd)) = receiver.take() {
+                    old.shutdown().await;
+                    fwd.abort();
+                }
+                let (tx, mut crx) = tokio::sync::mpsc::unbounded_channel();
+                match capture::start(cc, config.capture_history.clone(), Some(tx)).await {
+                    Ok(h) => {
+                        updates.send(Update::CaptureStarted { addr: h.addr() });
+                        let u = updates.clone();
+                        let fwd = tokio::spawn(async move {
+                            while let Some(c) = crx.recv().await {
+                                u.send(Update::Captured(Box::new(c)));
+                            }
+                        });
+                        receiver = Some((h, fwd));
+                    }
+                    Err(e) => updates.send(Update::CaptureStopped {
+                        error: Some(e.to_string()),
+                    }),
+                }
+            }
+            Command::StopCapture => {
+                if let Some((h, fwd)) = receiver.take() {
+                    h.shutdown().await;
+                    fwd.abort();
+                }
+                updates.send(Update::CaptureStopped { error: None });
+            }
+            Command::ReplaySet { .. } => unreachable!("turned into Send above"),
             Command::Shutdown => break,
         }
     }

@@ -13,15 +13,23 @@ use hookline::runtime::stats::JobStats;
 use hookline::runtime::{Command, Runtime, RuntimeConfig, Update};
 use serde_json::Value;
 
-/// A server thread; dropped at the end of the test.
+/// A server on its own runtime; stopped when dropped (also inside async tests).
 pub struct Server {
     pub addr: SocketAddr,
-    _rt: tokio::runtime::Runtime,
+    rt: Option<tokio::runtime::Runtime>,
 }
 
 impl Server {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
     }
 }
 
@@ -31,14 +39,14 @@ pub fn serve(router: axum::Router) -> Server {
         .enable_all()
         .build()
         .expect("runtime");
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
+    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    std_listener.set_nonblocking(true).expect("nonblocking");
+    let addr = std_listener.local_addr().expect("addr");
     rt.spawn(async move {
+        let listener = tokio::net::TcpListener::from_std(std_listener).expect("tokio listener");
         let _ = axum::serve(listener, router).await;
     });
-    Server { addr, _rt: rt }
+    Server { addr, rt: Some(rt) }
 }
 
 /// Everything a job reported.

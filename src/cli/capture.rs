@@ -139,7 +139,8 @@ pub fn capture(args: &CaptureArgs, secrets: &Secrets) -> anyhow::Result<u8> {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         loop {
             tokio::select! {
-                c = rx.recv() => {
+                // Without recording nothing arrives here: only a signal ends the loop.
+                c = rx.recv(), if !args.no_record => {
                     let Some(c) = c else { break };
                     serde_json::to_writer(&mut stdout, &c.to_json())?;
                     stdout.write_all(b"\n")?;

@@ -749,3 +749,47 @@ fn a_missing_secret_is_an_error_naming_it() {
         "{e}"
     );
 }
+
+#[test]
+fn batched_whole_events_held_as_text_pass_through_unchanged() {
+    let mut d = Destination::new("d", "https://example.com/");
+    d.batching = Some(Batching::default());
+    let c = CompiledDestination::compile(&d).expect("compiles");
+    let text = serde_json::to_string(&fixture("track.json")).expect("json");
+    let fast = c.prepare_text(0, &text).expect("fast path applies");
+    let hookline::core::render::Prepared::Ready(slow) = c
+        .prepare(0, &fixture("track.json"), &ctx())
+        .expect("renders")
+    else {
+        panic!("skipped")
+    };
+    assert_eq!(fast.route, slow.route);
+    let body = |p: &hookline::core::render::PreparedEvent| match &p.body {
+        hookline::core::render::PreparedBody::Json(b) => {
+            serde_json::from_slice::<Value>(b).expect("json")
+        }
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(body(&fast), body(&slow));
+    // An event with override keys, a trigger, or no batching takes the full path.
+    assert!(
+        c.prepare_text(
+            0,
+            &serde_json::to_string(&fixture("track-dynamic-header.json")).expect("json")
+        )
+        .is_none()
+    );
+    d.trigger.types = vec!["track".into()];
+    assert!(
+        CompiledDestination::compile(&d)
+            .expect("compiles")
+            .prepare_text(0, &text)
+            .is_none()
+    );
+    assert!(
+        CompiledDestination::compile(&Destination::new("d", "https://example.com/"))
+            .expect("compiles")
+            .prepare_text(0, &text)
+            .is_none()
+    );
+}

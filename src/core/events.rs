@@ -43,6 +43,14 @@ impl EventList {
         }
     }
 
+    /// Event `i`'s JSON text, when stored as text.
+    pub fn text(&self, i: usize) -> Option<&str> {
+        match self {
+            Self::Values(_) => None,
+            Self::Text(t) => t.get(i).map(|s| &**s),
+        }
+    }
+
     /// Store values as compact text, releasing each value as it goes.
     pub fn compact(values: Vec<Value>) -> Self {
         Self::Text(

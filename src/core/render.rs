@@ -87,33 +87,8 @@ impl RenderedRequest {
     #[must_use]
     pub fn redacted(&self) -> Self {
         let mut r = self.clone();
-        let hide = |s: &str| {
-            let mut out = s.to_owned();
-            for v in &self.secret_values {
-                if !v.is_empty() {
-                    out = out.replace(v.as_str(), REDACTED);
-                }
-            }
-            out
-        };
-        r.url = hide(&r.url);
-        for (name, value) in &mut r.headers {
-            if self
-                .sensitive_headers
-                .iter()
-                .any(|h| h.eq_ignore_ascii_case(name))
-                && value != auth::OAUTH2_PLACEHOLDER
-            {
-                *value = match value.split_once(' ') {
-                    Some((scheme, _)) if matches!(scheme, "Basic" | "Bearer") => {
-                        format!("{scheme} {REDACTED}")
-                    }
-                    _ => REDACTED.to_owned(),
-                };
-            } else {
-                *value = hide(value);
-            }
-        }
+        r.url = self.redacted_url();
+        r.headers = self.redacted_headers();
         if let Some(b) = &r.body
             && let Ok(text) = std::str::from_utf8(b)
             && self
@@ -121,13 +96,52 @@ impl RenderedRequest {
                 .iter()
                 .any(|v| !v.is_empty() && text.contains(v.as_str()))
         {
-            r.body = Some(hide(text).into_bytes());
+            r.body = Some(self.hide(text).into_bytes());
         }
         r.base_url.clear();
         r.base_headers.clear();
         r.jwt_claims = None;
         r.secret_values.clear();
         r
+    }
+
+    fn hide(&self, s: &str) -> String {
+        let mut out = s.to_owned();
+        for v in &self.secret_values {
+            if !v.is_empty() {
+                out = out.replace(v.as_str(), REDACTED);
+            }
+        }
+        out
+    }
+
+    /// The URL with secret values replaced (an API key in the query, say).
+    pub fn redacted_url(&self) -> String {
+        self.hide(&self.url)
+    }
+
+    /// The headers with secrets, and every header derived from one, replaced.
+    pub fn redacted_headers(&self) -> Vec<(String, String)> {
+        self.headers
+            .iter()
+            .map(|(name, value)| {
+                let sensitive = self
+                    .sensitive_headers
+                    .iter()
+                    .any(|h| h.eq_ignore_ascii_case(name));
+                let v = if sensitive && value != auth::OAUTH2_PLACEHOLDER {
+                    match value.split_once(' ') {
+                        Some((scheme, _)) if matches!(scheme, "Basic" | "Bearer") => {
+                            format!("{scheme} {REDACTED}")
+                        }
+                        _ => REDACTED.to_owned(),
+                    }
+                } else {
+                    self.hide(value)
+                };
+                (name.clone(), v)
+            })
+            .collect()
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -161,7 +175,7 @@ pub enum Prepared {
 }
 
 /// One event's part of a request, before batching, auth and signing.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct PreparedEvent {
     pub index: usize,
     pub route: Route,
@@ -181,7 +195,7 @@ pub struct Route {
     pub headers: Vec<(String, String)>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum PreparedBody {
     None,
     /// Serialized JSON (event or mapped object), ready to concatenate into envelopes.
@@ -226,6 +240,9 @@ pub struct CompiledDestination {
     uses_templates: bool,
     /// The checked URL when it is fixed text.
     static_url: Option<String>,
+    /// When nothing depends on the event (batched whole events, fixed URL and
+    /// headers, no trigger): the prepared shape every event shares.
+    passthrough: Option<Box<PreparedEvent>>,
 }
 
 /// RFC 9110 token characters, for header names.
@@ -447,7 +464,7 @@ impl CompiledDestination {
             Tpl::Static(u) => Some(u.clone()),
             Tpl::Compiled { .. } => None,
         };
-        Ok(Self {
+        let mut compiled = Self {
             dest: dest.clone(),
             templates,
             url,
@@ -463,7 +480,23 @@ impl CompiledDestination {
                 Some(u) => check_url(u).ok().map(String::from),
                 None => None,
             },
-        })
+            passthrough: None,
+        };
+        let d = &compiled.dest;
+        if d.batching
+            .as_ref()
+            .is_some_and(|b| b.envelope == Envelope::Array)
+            && d.body == Body::Event
+            && d.method.has_body()
+            && d.trigger == super::model::Trigger::default()
+            && !compiled.uses_templates
+        {
+            let ctx = RenderCtx::new(Secrets::memory(&[]));
+            if let Ok(Prepared::Ready(p)) = compiled.prepare(0, &Value::Object(Map::new()), &ctx) {
+                compiled.passthrough = Some(p);
+            }
+        }
+        Ok(compiled)
     }
 
     fn fail(&self, message: impl Into<String>) -> RenderError {
@@ -743,6 +776,29 @@ impl CompiledDestination {
             jwt_claims,
             secret_values,
         })))
+    }
+
+    /// The fast path for an event held as JSON text: when nothing about the request
+    /// depends on the event, its text is the body as is — no parse, no re-serialize.
+    /// `None` means "use [`prepare`](Self::prepare)".
+    pub fn prepare_text(&self, index: usize, text: &str) -> Option<PreparedEvent> {
+        let t = self.passthrough.as_ref()?;
+        if self.dest.dynamic_overrides
+            && (text.contains("\"header\"")
+                || text.contains("\"appendPath\"")
+                || text.contains("\"fullPath\""))
+        {
+            return None;
+        }
+        Some(PreparedEvent {
+            index,
+            route: t.route.clone(),
+            body: PreparedBody::Json(text.as_bytes().to_vec()),
+            message_id: None,
+            primary_key: Value::Null,
+            jwt_claims: t.jwt_claims.clone(),
+            secret_values: Vec::new(),
+        })
     }
 
     /// Turn a group of prepared events into a request: envelope, idempotency key, then

@@ -33,7 +33,7 @@ pub enum Control {
 /// Where a job records what happened (the `SQLite` history, or nowhere).
 pub trait JobLog: Send + Sync {
     fn job_started(&self, job: &str, destination: &str, source: &str, total_events: usize);
-    fn attempt(&self, a: &AttemptLog);
+    fn attempt(&self, a: AttemptLog);
     /// The events of one request reached a final state.
     fn events_done(&self, job: &str, events: &[usize], outcome: &Outcome);
     /// Events that need no request (skipped by the trigger): final, never re-sent.
@@ -46,7 +46,7 @@ pub struct NoLog;
 
 impl JobLog for NoLog {
     fn job_started(&self, _: &str, _: &str, _: &str, _: usize) {}
-    fn attempt(&self, _: &AttemptLog) {}
+    fn attempt(&self, _: AttemptLog) {}
     fn events_done(&self, _: &str, _: &[usize], _: &Outcome) {}
     fn events_skipped(&self, _: &str, _: &[usize]) {}
     fn job_finished(&self, _: &str, _: &str) {}
@@ -352,6 +352,25 @@ pub async fn run_job(
             cancelled = true;
             break;
         }
+        if let Some(p) = spec
+            .events
+            .text(i)
+            .and_then(|t| ctx.compiled.prepare_text(i, t))
+        {
+            match batcher.push(p) {
+                Ok(done) => {
+                    if !spawn_batches(done, &mut tasks, &mut request_no).await {
+                        break;
+                    }
+                }
+                Err((idx, msg)) => fail_unsent(
+                    &ctx,
+                    &[idx],
+                    &format!("destination \"{}\": {msg}", spec.destination.name),
+                ),
+            }
+            continue;
+        }
         let event = match spec.events.get(i) {
             None => continue,
             Some(Ok(e)) => e,
@@ -465,10 +484,7 @@ enum Try {
 async fn deliver(ctx: &Ctx, request_no: u64, mut req: RenderedRequest) {
     let policy = &ctx.compiled.dest.delivery;
     let max_attempts = policy.max_attempts.max(1);
-    let summary = {
-        let r = req.redacted();
-        format!("{} {}", r.method.as_str(), r.url)
-    };
+    let summary = format!("{} {}", req.method.as_str(), req.redacted_url());
     lock(&ctx.tally).stats.sent += 1;
     let mut control = ctx.control.clone();
     let mut attempt = 0u32;
@@ -656,14 +672,13 @@ async fn attempt_once(ctx: &Ctx, request_no: u64, attempt: u32, req: &mut Render
     }
     let started = Instant::now();
     let sent = rb.send().await;
-    let redacted = req.redacted();
     let mut log = AttemptLog {
         job: ctx.job.clone(),
         request_no,
         attempt,
-        method: redacted.method.as_str().to_owned(),
-        url: redacted.url.clone(),
-        request_headers: redacted.headers,
+        method: req.method.as_str().to_owned(),
+        url: req.redacted_url(),
+        request_headers: req.redacted_headers(),
         status: None,
         response_headers: Vec::new(),
         response_body: Vec::new(),
@@ -778,7 +793,7 @@ async fn attempt_once(ctx: &Ctx, request_no: u64, attempt: u32, req: &mut Render
         log.error = Some(reason.clone());
     }
     log.latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-    ctx.env.log.attempt(&log);
+    ctx.env.log.attempt(log);
     result
 }
 

@@ -386,8 +386,7 @@ impl JobLog for HistoryWriter {
             total: total_events,
         });
     }
-    fn attempt(&self, a: &AttemptLog) {
-        let mut a = a.clone();
+    fn attempt(&self, mut a: AttemptLog) {
         a.response_body.truncate(MAX_BODY);
         self.send(Record::Attempt(Box::new(a)));
     }

@@ -431,3 +431,35 @@ impl Drop for KillOnDrop {
         }
     }
 }
+
+#[test]
+fn the_cli_bare_sink_keeps_serving_until_told_to_stop() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hookline"))
+        .args(["capture", "--listen", "127.0.0.1:0", "--no-record"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut guard = KillOnDrop(Some(child));
+    let url = lines
+        .next()
+        .expect("line")
+        .expect("read")
+        .strip_prefix("listening on ")
+        .expect("listening")
+        .to_owned();
+    std::thread::sleep(Duration::from_millis(300));
+    let rt = tokio::runtime::Runtime::new().expect("rt");
+    for _ in 0..3 {
+        let s = rt
+            .block_on(async { client().post(format!("{url}/sink")).body("{}").send().await })
+            .expect("still serving")
+            .status();
+        assert_eq!(s, 200);
+    }
+    let child = guard.0.as_mut().expect("child");
+    assert!(
+        child.try_wait().expect("wait").is_none(),
+        "exited on its own"
+    );
+}

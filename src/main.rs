@@ -27,6 +27,8 @@ enum Cmd {
     Send(cli::send::SendArgs),
     /// Run the capture receiver: record what arrives, optionally failing on purpose.
     Capture(cli::capture::CaptureArgs),
+    /// Run a destination's OAuth2 authorization code flow in the browser.
+    Authorize(cli::authorize::AuthorizeArgs),
 }
 
 /// Secrets from the environment, then the OS keyring (when there is one).
@@ -45,6 +47,7 @@ fn main() -> ExitCode {
         Some(Cmd::Validate(a)) => cli::render::validate(a),
         Some(Cmd::Send(a)) => cli::send::send(a, secrets(), None),
         Some(Cmd::Capture(a)) => cli::capture::capture(a, &secrets()),
+        Some(Cmd::Authorize(a)) => cli::authorize::authorize(a, &secrets()),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -3,6 +3,7 @@
 //! 0 all good, 1 some events failed (the rest were handled), 2 bad workspace, file
 //! or argument.
 
+pub mod authorize;
 pub mod capture;
 pub mod render;
 pub mod send;

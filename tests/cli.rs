@@ -333,7 +333,18 @@ fn curl_export_sends_exactly_the_rendered_bytes() {
 
 #[test]
 fn authorize_needs_an_authorization_code_destination() {
-    let o = hookline(&["authorize", "-w", &fixture("workspace.json"), "-d", "orders", "--no-browser"]);
+    let o = hookline(&[
+        "authorize",
+        "-w",
+        &fixture("workspace.json"),
+        "-d",
+        "orders",
+        "--no-browser",
+    ]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("does not use oauth2_authorization_code"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("does not use oauth2_authorization_code"),
+        "{}",
+        stderr(&o)
+    );
 }

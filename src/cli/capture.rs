@@ -6,7 +6,7 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use super::usage;
+use super::{open_history, usage};
 use crate::capture::{self, CaptureConfig, Faults, Verify};
 use crate::core::model::HmacAlgorithm;
 use crate::core::secret::Secrets;
@@ -105,15 +105,7 @@ pub fn capture(args: &CaptureArgs, secrets: &Secrets) -> anyhow::Result<u8> {
         max_body_bytes: args.max_body_bytes,
         record: !args.no_record,
     };
-    let history = if args.no_history || args.no_record {
-        None
-    } else {
-        let path = match &args.history {
-            Some(p) => p.clone(),
-            None => History::default_path().map_err(|e| usage(e.to_string()))?,
-        };
-        Some(History::open(&path).map_err(|e| usage(e.to_string()))?)
-    };
+    let history = open_history(args.history.as_deref(), args.no_history || args.no_record)?;
     let mut out_file = match &args.out {
         Some(p) => Some(
             std::fs::OpenOptions::new()

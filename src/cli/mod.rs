@@ -8,11 +8,12 @@ pub mod capture;
 pub mod render;
 pub mod send;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::core::events::EventList;
 use crate::core::model::{Destination, Workspace};
 use crate::core::render::CompiledDestination;
+use crate::store::history::History;
 
 /// Exit code for a bad workspace, file or argument.
 pub const EXIT_USAGE: u8 = 2;
@@ -26,6 +27,34 @@ pub struct UsageError(pub String);
 
 pub fn usage(msg: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(UsageError(msg.into()))
+}
+
+/// Which workspace, destination and events a command works on.
+#[derive(Debug, clap::Args)]
+pub struct Target {
+    /// The workspace file.
+    #[arg(long, short)]
+    pub workspace: PathBuf,
+    /// The destination's name.
+    #[arg(long, short)]
+    pub destination: String,
+    /// Events: a JSON object, a JSON array, NDJSON or a HAR file.
+    #[arg(long, short)]
+    pub events: PathBuf,
+}
+
+/// The history database at `path` (default: the user's data directory), or none when `off`.
+pub fn open_history(path: Option<&Path>, off: bool) -> anyhow::Result<Option<History>> {
+    if off {
+        return Ok(None);
+    }
+    let path = match path {
+        Some(p) => p.to_path_buf(),
+        None => History::default_path().map_err(|e| usage(e.to_string()))?,
+    };
+    Ok(Some(
+        History::open(&path).map_err(|e| usage(e.to_string()))?,
+    ))
 }
 
 pub fn load_workspace(path: &Path) -> anyhow::Result<Workspace> {

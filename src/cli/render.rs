@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde_json::json;
 
-use super::{EXIT_FAILED, destination, load_events, load_workspace};
+use super::{EXIT_FAILED, Target, destination, load_events, load_workspace};
 use crate::core::export;
 use crate::core::render::{CompiledDestination, RenderCtx};
 use crate::core::secret::Secrets;
@@ -20,15 +20,8 @@ pub enum Format {
 
 #[derive(Debug, clap::Args)]
 pub struct RenderArgs {
-    /// The workspace file.
-    #[arg(long, short)]
-    pub workspace: PathBuf,
-    /// The destination's name.
-    #[arg(long, short)]
-    pub destination: String,
-    /// Events: a JSON object, a JSON array, NDJSON or a HAR file.
-    #[arg(long, short)]
-    pub events: PathBuf,
+    #[command(flatten)]
+    pub target: Target,
     #[arg(long, short, value_enum, default_value = "json")]
     pub format: Format,
     /// Print secrets and the values derived from them instead of `***`.
@@ -44,9 +37,9 @@ pub struct ValidateArgs {
 }
 
 pub fn render(args: &RenderArgs, secrets: Secrets) -> anyhow::Result<u8> {
-    let ws = load_workspace(&args.workspace)?;
-    let (_, compiled) = destination(&ws, &args.workspace, &args.destination)?;
-    let (events, import_errors) = load_events(&args.events, false)?;
+    let ws = load_workspace(&args.target.workspace)?;
+    let (_, compiled) = destination(&ws, &args.target.workspace, &args.target.destination)?;
+    let (events, import_errors) = load_events(&args.target.events, false)?;
     let crate::core::events::EventList::Values(events) = events else {
         unreachable!("parsed import")
     };

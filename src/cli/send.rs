@@ -9,23 +9,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::{EXIT_FAILED, destination, load_events, load_workspace, usage};
+use super::{EXIT_FAILED, Target, destination, load_events, load_workspace, open_history, usage};
 use crate::core::secret::Secrets;
 use crate::runtime::delivery::{JobLog, NoLog, OutcomeKind, TokenProvider};
 use crate::runtime::{Command, Runtime, RuntimeConfig, Update};
-use crate::store::history::History;
 
 #[derive(Debug, clap::Args)]
 pub struct SendArgs {
-    /// The workspace file.
-    #[arg(long, short)]
-    pub workspace: PathBuf,
-    /// The destination's name.
-    #[arg(long, short)]
-    pub destination: String,
-    /// Events: a JSON object, a JSON array, NDJSON or a HAR file.
-    #[arg(long, short)]
-    pub events: PathBuf,
+    #[command(flatten)]
+    pub target: Target,
     /// Requests in flight at once (overrides the destination's delivery.concurrency).
     #[arg(long)]
     pub concurrency: Option<usize>,
@@ -51,17 +43,9 @@ pub fn send(
     secrets: Secrets,
     tokens: Option<Arc<dyn TokenProvider>>,
 ) -> anyhow::Result<u8> {
-    let history = if args.no_history {
-        None
-    } else {
-        let path = match &args.history {
-            Some(p) => p.clone(),
-            None => History::default_path().map_err(|e| usage(e.to_string()))?,
-        };
-        Some(History::open(&path).map_err(|e| usage(e.to_string()))?)
-    };
-    let ws = load_workspace(&args.workspace)?;
-    let (mut dest, _) = destination(&ws, &args.workspace, &args.destination)?;
+    let history = open_history(args.history.as_deref(), args.no_history)?;
+    let ws = load_workspace(&args.target.workspace)?;
+    let (mut dest, _) = destination(&ws, &args.target.workspace, &args.target.destination)?;
     if let Some(c) = args.concurrency {
         if c == 0 {
             return Err(usage("--concurrency must be at least 1"));
@@ -82,7 +66,7 @@ pub fn send(
         }
         dest.delivery.max_attempts = m;
     }
-    let (events, import_errors) = load_events(&args.events, true)?;
+    let (events, import_errors) = load_events(&args.target.events, true)?;
     for e in &import_errors {
         eprintln!("{e}");
     }
@@ -105,7 +89,7 @@ pub fn send(
             if total != events.len() {
                 return Err(usage(format!(
                     "job {job} had {total} events but {} has {}: resume with the same events file",
-                    args.events.display(),
+                    args.target.events.display(),
                     events.len()
                 )));
             }
@@ -127,7 +111,7 @@ pub fn send(
     );
     config.tokens = tokens;
     let (rt, updates) = Runtime::start(config, || {}).map_err(|e| anyhow::anyhow!(e))?;
-    let source = args.events.display().to_string();
+    let source = args.target.events.display().to_string();
     rt.send(Command::Send {
         job: job.clone(),
         destination: Box::new(dest),

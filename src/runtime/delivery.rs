@@ -352,36 +352,24 @@ pub async fn run_job(
             cancelled = true;
             break;
         }
-        if let Some(p) = spec
+        // Events held as text may skip parsing entirely (see `prepare_text`).
+        let prepared = match spec
             .events
             .text(i)
             .and_then(|t| ctx.compiled.prepare_text(i, t))
         {
-            match batcher.push(p) {
-                Ok(done) => {
-                    if !spawn_batches(done, &mut tasks, &mut request_no).await {
-                        break;
-                    }
+            Some(p) => Ok(Prepared::Ready(Box::new(p))),
+            None => match spec.events.get(i) {
+                None => continue,
+                Some(Err(e)) => {
+                    fail_unsent(&ctx, &[i], &e);
+                    continue;
                 }
-                Err((idx, msg)) => fail_unsent(
-                    &ctx,
-                    &[idx],
-                    &format!("destination \"{}\": {msg}", spec.destination.name),
-                ),
-            }
-            continue;
-        }
-        let event = match spec.events.get(i) {
-            None => continue,
-            Some(Ok(e)) => e,
-            Some(Err(e)) => {
-                fail_unsent(&ctx, &[i], &e);
-                continue;
-            }
-        };
-        let prepared = match event {
-            std::borrow::Cow::Owned(v) => ctx.compiled.prepare_shared(i, &Arc::new(v), &render_ctx),
-            std::borrow::Cow::Borrowed(v) => ctx.compiled.prepare(i, v, &render_ctx),
+                Some(Ok(std::borrow::Cow::Owned(v))) => {
+                    ctx.compiled.prepare_shared(i, &Arc::new(v), &render_ctx)
+                }
+                Some(Ok(std::borrow::Cow::Borrowed(v))) => ctx.compiled.prepare(i, v, &render_ctx),
+            },
         };
         match prepared {
             Ok(Prepared::Skipped(_)) => {

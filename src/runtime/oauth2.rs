@@ -502,7 +502,7 @@ mod tests {
     fn pkce_s256_matches_rfc7636_appendix_b() {
         assert_eq!(
             pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
-            "E9Melhoa2OwvFrEZVgFo2Fq4wLJkH7u5iqxhgPjO0zE"
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
         );
         let v = pkce_verifier();
         assert_eq!(v.len(), 43);

@@ -142,14 +142,20 @@ fn whole_event_body(b: Bencher) {
         .bench(|| render_one(&c, black_box(&ev), &ctx));
 }
 
-/// Import of 100 000 ~600-byte NDJSON events (as the CLI does for a replay: compact text).
-#[divan::bench(sample_count = 10, sample_size = 1)]
-fn import_100k_ndjson(b: Bencher) {
+/// 100 000 ~600-byte track events, one per line.
+fn ndjson_100k() -> String {
     let mut text = String::new();
     for i in 0..100_000 {
         text.push_str(&track_event(i).to_string());
         text.push('\n');
     }
+    text
+}
+
+/// Import of 100 000 ~600-byte NDJSON events (as the CLI does for a replay: compact text).
+#[divan::bench(sample_count = 10, sample_size = 1)]
+fn import_100k_ndjson(b: Bencher) {
+    let text = ndjson_100k();
     b.counter(ItemsCount::new(100_000usize)).bench(|| {
         let imp = hookline::core::import::import_text(black_box(text.as_bytes()), "bench")
             .expect("imports");
@@ -160,11 +166,7 @@ fn import_100k_ndjson(b: Bencher) {
 /// The same import, parsed into values (what the UI holds for an event set).
 #[divan::bench(sample_count = 5, sample_size = 1)]
 fn import_100k_ndjson_parsed(b: Bencher) {
-    let mut text = String::new();
-    for i in 0..100_000 {
-        text.push_str(&track_event(i).to_string());
-        text.push('\n');
-    }
+    let text = ndjson_100k();
     b.counter(ItemsCount::new(100_000usize)).bench(|| {
         let imp = hookline::core::import::import_bytes(black_box(text.as_bytes()), "bench")
             .expect("imports");

@@ -463,3 +463,38 @@ fn delivery_refreshes_the_token_once_on_401_and_retries() {
     );
     assert_eq!(st.token_requests.load(Ordering::SeqCst), 2);
 }
+
+#[test]
+fn concurrent_401s_share_one_new_token() {
+    let (auth_srv, st) = auth_server();
+    let rejected = Arc::new(AtomicUsize::new(0));
+    let api = common::serve(Router::new().route(
+        "/hook",
+        any(move |headers: HeaderMap| {
+            let rejected = rejected.clone();
+            async move {
+                if headers.get("authorization").and_then(|v| v.to_str().ok())
+                    == Some("Bearer tok-1")
+                {
+                    // Stagger the rejections: later ones arrive after the token was already renewed.
+                    let n = rejected.fetch_add(1, Ordering::SeqCst) as u64;
+                    tokio::time::sleep(Duration::from_millis(40 * n)).await;
+                    StatusCode::UNAUTHORIZED
+                } else {
+                    StatusCode::OK
+                }
+            }
+        }),
+    ));
+    let mut d = common::fast(Destination::new("api", api.url("/hook")));
+    d.auth = cc(&auth_srv, ClientAuth::ClientSecretBasic);
+    d.delivery.concurrency = 8;
+    let events = (0..8).map(|i| json!({"type": "track", "i": i})).collect();
+    let run = common::run_job(d, events, secrets(), Duration::from_secs(20));
+    assert_eq!(run.stats.expect("finished").delivered, 8);
+    assert_eq!(
+        st.token_requests.load(Ordering::SeqCst),
+        2,
+        "one token, then one refresh shared by all eight"
+    );
+}

@@ -73,8 +73,10 @@ pub type TokenFuture<'a> = Pin<Box<dyn Future<Output = Result<Secret, String>> +
 /// `OAuth2` access tokens for destinations that need them.
 pub trait TokenProvider: Send + Sync {
     fn token<'a>(&'a self, destination: &'a Destination) -> TokenFuture<'a>;
-    /// Forget the cached token (after a 401) so the next call fetches a new one.
-    fn invalidate(&self, destination: &Destination);
+    /// After a 401: forget the cached token if it is still `rejected`, so the next call
+    /// fetches a new one. Concurrent requests rejected with the same old token then
+    /// share one new token instead of each fetching (and discarding) another.
+    fn invalidate(&self, destination: &Destination, rejected: &Secret);
 }
 
 /// The final state of one request.
@@ -466,6 +468,7 @@ enum Try {
     Unauthorized {
         latency: Duration,
         body: String,
+        token: Option<Secret>,
     },
 }
 
@@ -549,13 +552,17 @@ async fn deliver(ctx: &Ctx, request_no: u64, mut req: RenderedRequest) {
                 lock(&ctx.tally).hist.record(latency);
                 return finish(OutcomeKind::Failed, status, attempt, Some(error), latency);
             }
-            Try::Unauthorized { latency, body } => {
+            Try::Unauthorized {
+                latency,
+                body,
+                token,
+            } => {
                 last_status = Some(401);
                 last_latency = latency;
-                match (&ctx.env.tokens, refreshed) {
-                    (Some(t), false) => {
+                match (&ctx.env.tokens, refreshed, token) {
+                    (Some(t), false, Some(rejected)) => {
                         // Refresh the token once and try again at once.
-                        t.invalidate(&ctx.compiled.dest);
+                        t.invalidate(&ctx.compiled.dest, &rejected);
                         refreshed = true;
                         attempt -= 1;
                         continue;
@@ -623,10 +630,14 @@ async fn attempt_once(ctx: &Ctx, request_no: u64, attempt: u32, req: &mut Render
             latency: Duration::ZERO,
         };
     }
+    let mut used_token = None;
     if is_oauth(dest) {
         match &ctx.env.tokens {
             Some(t) => match t.token(dest).await {
-                Ok(tok) => req.set_bearer_token(&tok),
+                Ok(tok) => {
+                    req.set_bearer_token(&tok);
+                    used_token = Some(tok);
+                }
                 Err(e) => {
                     return Try::Retry {
                         wait: backoff(policy, attempt),
@@ -714,6 +725,7 @@ async fn attempt_once(ctx: &Ctx, request_no: u64, attempt: u32, req: &mut Render
                 Try::Unauthorized {
                     latency,
                     body: text,
+                    token: used_token,
                 }
             } else if retryable_status(status) {
                 let cap = Duration::from_secs(policy.retry_after_cap_s);

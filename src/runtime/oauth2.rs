@@ -191,7 +191,24 @@ impl TokenCache {
             .clone()
     }
 
-    /// Forget the token for `key` (after a 401) so the next call fetches a new one.
+    /// Forget the token for `key` only if it is still `rejected` (a 401 answered it).
+    /// Requests rejected with an old token that was already replaced change nothing.
+    pub fn invalidate_token(&self, key: &str, rejected: &Secret) {
+        let slot = self
+            .slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(key)
+            .cloned();
+        if let Some(slot) = slot
+            && let Ok(mut g) = slot.try_lock()
+            && g.as_ref().is_some_and(|c| c.token == *rejected)
+        {
+            *g = None;
+        }
+    }
+
+    /// Forget the token for `key` so the next call fetches a new one.
     pub fn invalidate(&self, key: &str) {
         if let Some(slot) = self
             .slots
@@ -489,8 +506,8 @@ impl TokenProvider for OAuthTokens {
                 .map_err(|e| e.to_string())
         })
     }
-    fn invalidate(&self, destination: &Destination) {
-        self.cache.invalidate(&destination.name);
+    fn invalidate(&self, destination: &Destination, rejected: &Secret) {
+        self.cache.invalidate_token(&destination.name, rejected);
     }
 }
 

@@ -1,1 +1,4 @@
 //! Persistence: the workspace file, the OS keyring, and the SQLite history.
+
+pub mod keyring;
+pub mod workspace;

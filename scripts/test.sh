@@ -11,7 +11,8 @@
 # Assumes only a Rust toolchain (and apt-get on Debian/Ubuntu); everything else is installed.
 set -euo pipefail
 
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+self="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]}")"
+cd "$(dirname "$self")/.."
 
 log() { printf '==> %s\n' "$*" >&2; }
 
@@ -84,7 +85,7 @@ fi
 if [[ -n "$linux" ]]; then
     log "entering a private D-Bus session"
     export HOOKLINE_IN_KEYRING_SESSION=1
-    exec dbus-run-session -- "$0" "$@"
+    exec dbus-run-session -- bash "$self" "$@"
 fi
 
 # macOS and Windows have their keyring in the user session already.

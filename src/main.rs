@@ -1,1 +1,63 @@
-fn main() {}
+//! `hookline`: with no subcommand, the help (the desktop GUI comes next); otherwise
+//! one of the subcommands below.
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory as _, Parser, Subcommand};
+use hookline::cli::{self, UsageError};
+
+#[derive(Parser)]
+#[command(
+    name = "hookline",
+    version,
+    about = "A workbench for webhook destinations: map, preview, sign, batch, send and replay customer-data events."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Print the exact requests a destination would send for a file of events.
+    Render(cli::render::RenderArgs),
+    /// Check a workspace file: syntax, names, templates, paths, settings.
+    Validate(cli::render::ValidateArgs),
+    /// Send a file of events through a destination, with retries; resumable.
+    Send(cli::send::SendArgs),
+    /// Run the capture receiver: record what arrives, optionally failing on purpose.
+    Capture(cli::capture::CaptureArgs),
+    /// Run a destination's OAuth2 authorization code flow in the browser.
+    Authorize(cli::authorize::AuthorizeArgs),
+}
+
+/// Secrets from the environment, then the OS keyring (when there is one).
+fn secrets() -> hookline::core::secret::Secrets {
+    hookline::store::keyring::default_secrets().0
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        None => {
+            let _ = Cli::command().print_help();
+            return ExitCode::SUCCESS;
+        }
+        Some(Cmd::Render(a)) => cli::render::render(a, secrets()),
+        Some(Cmd::Validate(a)) => cli::render::validate(a),
+        Some(Cmd::Send(a)) => cli::send::send(a, secrets(), None),
+        Some(Cmd::Capture(a)) => cli::capture::capture(a, &secrets()),
+        Some(Cmd::Authorize(a)) => cli::authorize::authorize(a, &secrets()),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("hookline: {e:#}");
+            ExitCode::from(if e.is::<UsageError>() {
+                cli::EXIT_USAGE
+            } else {
+                1
+            })
+        }
+    }
+}

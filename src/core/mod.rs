@@ -1,7 +1,14 @@
 //! The pure, synchronous core: no egui, no tokio. Everything the preview shows and
 //! the runtime sends is computed here, by the same functions.
 
+pub mod auth;
+pub mod batch;
+pub mod events;
+pub mod export;
 pub mod import;
+pub mod mapping;
 pub mod model;
+pub mod render;
 pub mod secret;
 pub mod sign;
+pub mod template;

@@ -204,7 +204,7 @@ pub enum Body {
 pub struct MappingRow {
     /// Dotted path in the output, with array indices: `user.id`, `items[0].sku`.
     pub target: String,
-    /// RFC 9535 JSONPath into the event.
+    /// RFC 9535 `JSONPath` into the event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -424,7 +424,7 @@ pub struct RowsEnvelope {
     pub sync_mode: String,
     #[serde(default = "default_operation")]
     pub operation: String,
-    /// JSONPath into each event for the row's `primary_key`.
+    /// `JSONPath` into each event for the row's `primary_key`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub primary_key: Option<String>,
 }

@@ -1,2 +1,446 @@
-//! The delivery runtime: a tokio runtime on its own thread, driven by `Command`s,
-//! answering with `Update`s. The only place in Hookline that awaits.
+//! The delivery runtime: a tokio runtime on its own named thread, driven by
+//! [`Command`]s, answering with [`Update`]s and a waker call after each one (the GUI
+//! passes `ctx.request_repaint`). The only place in Hookline that awaits; callers
+//! never block: they `send` commands and drain updates with `try_recv`.
+
+pub mod delivery;
+pub mod oauth2;
+pub mod stats;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::capture::{self, Capture, CaptureConfig, ReceiverHandle};
+use crate::core::events::EventList;
+use crate::core::model::{Destination, EventSet};
+use crate::core::secret::Secrets;
+use crate::store::history::HistoryWriter;
+use delivery::{Control, JobEnv, JobLog, JobReport, JobSpec, NoLog, Outcome, TokenProvider};
+use stats::JobStats;
+
+/// What the UI or CLI asks the runtime to do.
+pub enum Command {
+    /// Send events through a destination: a selection (`only`), a whole set, or what
+    /// is left of an interrupted job (`resume`, with `only` = its undelivered events).
+    Send {
+        job: String,
+        destination: Box<Destination>,
+        events: Arc<EventList>,
+        only: Option<Vec<usize>>,
+        source: String,
+        resume: bool,
+    },
+    /// Replay a whole event set through a destination.
+    ReplaySet {
+        job: String,
+        destination: Box<Destination>,
+        set: EventSet,
+    },
+    Pause {
+        job: String,
+    },
+    Resume {
+        job: String,
+    },
+    Cancel {
+        job: String,
+    },
+    /// Fetch (or refresh) the OAuth2 access token of a destination now.
+    FetchToken {
+        destination: Box<Destination>,
+    },
+    /// Run the OAuth2 authorization code flow (opens the system browser).
+    Authorize {
+        destination: Box<Destination>,
+        timeout: Duration,
+    },
+    /// Start the capture receiver (one at a time).
+    StartCapture {
+        config: CaptureConfig,
+    },
+    StopCapture,
+    /// Stop everything and end the runtime thread.
+    Shutdown,
+}
+
+/// What the runtime reports back.
+#[derive(Debug, Clone)]
+pub enum Update {
+    JobStarted {
+        job: String,
+        events: usize,
+    },
+    Outcome {
+        job: String,
+        outcome: Outcome,
+    },
+    Retrying {
+        job: String,
+        request_no: u64,
+        attempt: u32,
+        wait: Duration,
+        reason: String,
+    },
+    RenderError {
+        job: String,
+        index: usize,
+        error: String,
+    },
+    Progress {
+        job: String,
+        stats: JobStats,
+    },
+    JobFinished {
+        job: String,
+        result: Result<JobStats, String>,
+    },
+    /// An OAuth2 token was fetched, or could not be.
+    Token {
+        destination: String,
+        result: Result<(), String>,
+    },
+    Authorized {
+        destination: String,
+        result: Result<(), String>,
+    },
+    CaptureStarted {
+        addr: std::net::SocketAddr,
+    },
+    Captured(Box<Capture>),
+    CaptureStopped {
+        error: Option<String>,
+    },
+    Error {
+        message: String,
+    },
+}
+
+/// Sends updates and wakes the consumer (a repaint, for the GUI).
+#[derive(Clone)]
+pub struct UpdateTx {
+    tx: mpsc::Sender<Update>,
+    waker: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl UpdateTx {
+    pub fn send(&self, u: Update) {
+        if self.tx.send(u).is_ok() {
+            (self.waker)();
+        }
+    }
+}
+
+impl JobReport for UpdateTx {
+    fn outcome(&self, job: &str, o: &Outcome) {
+        self.send(Update::Outcome {
+            job: job.to_owned(),
+            outcome: o.clone(),
+        });
+    }
+    fn retrying(&self, job: &str, request_no: u64, attempt: u32, wait: Duration, reason: &str) {
+        self.send(Update::Retrying {
+            job: job.to_owned(),
+            request_no,
+            attempt,
+            wait,
+            reason: reason.to_owned(),
+        });
+    }
+    fn progress(&self, job: &str, stats: &JobStats) {
+        self.send(Update::Progress {
+            job: job.to_owned(),
+            stats: stats.clone(),
+        });
+    }
+    fn render_error(&self, job: &str, index: usize, error: &str) {
+        self.send(Update::RenderError {
+            job: job.to_owned(),
+            index,
+            error: error.to_owned(),
+        });
+    }
+}
+
+/// What the runtime is built with.
+pub struct RuntimeConfig {
+    pub secrets: Secrets,
+    pub log: Arc<dyn JobLog>,
+    pub tokens: Option<Arc<dyn TokenProvider>>,
+    /// Worker threads for the tokio runtime (≥ 1).
+    pub worker_threads: usize,
+    /// Where captures are recorded, if anywhere.
+    pub capture_history: Option<HistoryWriter>,
+}
+
+impl RuntimeConfig {
+    pub fn new(secrets: Secrets) -> Self {
+        Self {
+            secrets,
+            log: Arc::new(NoLog),
+            tokens: None,
+            worker_threads: 2,
+            capture_history: None,
+        }
+    }
+}
+
+/// The handle the UI/CLI holds. Dropping it shuts the runtime down.
+pub struct Runtime {
+    tx: tokio::sync::mpsc::UnboundedSender<Command>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Runtime {
+    /// Start the runtime thread. Updates arrive on the returned receiver; `waker` is
+    /// called after each one.
+    pub fn start(
+        config: RuntimeConfig,
+        waker: impl Fn() + Send + Sync + 'static,
+    ) -> Result<(Self, mpsc::Receiver<Update>), String> {
+        let (utx, urx) = mpsc::channel();
+        let updates = UpdateTx {
+            tx: utx,
+            waker: Arc::new(waker),
+        };
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.worker_threads.max(1))
+            .thread_name("hookline-worker")
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the runtime: {e}"))?;
+        let thread = std::thread::Builder::new()
+            .name("hookline-runtime".into())
+            .spawn(move || rt.block_on(run(config, rx, updates)))
+            .map_err(|e| format!("cannot start the runtime thread: {e}"))?;
+        Ok((
+            Self {
+                tx,
+                thread: Some(thread),
+            },
+            urx,
+        ))
+    }
+
+    /// Queue a command; never blocks. `false` if the runtime has stopped.
+    pub fn send(&self, cmd: Command) -> bool {
+        self.tx.send(cmd).is_ok()
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        let _ = self.tx.send(Command::Shutdown);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+async fn run(
+    config: RuntimeConfig,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Command>,
+    updates: UpdateTx,
+) {
+    let client = match delivery::http_client(false) {
+        Ok(c) => c,
+        Err(message) => {
+            updates.send(Update::Error { message });
+            return;
+        }
+    };
+    let oauth = oauth2::OAuthTokens {
+        cache: oauth2::TokenCache::default(),
+        client: client.clone(),
+        secrets: config.secrets.clone(),
+    };
+    let tokens: Arc<dyn TokenProvider> = config
+        .tokens
+        .clone()
+        .unwrap_or_else(|| Arc::new(oauth.clone()));
+    let env = Arc::new(JobEnv {
+        client,
+        secrets: config.secrets.clone(),
+        log: config.log.clone(),
+        tokens: Some(tokens),
+    });
+    let mut receiver: Option<(ReceiverHandle, tokio::task::JoinHandle<()>)> = None;
+    let mut jobs: HashMap<String, watch::Sender<Control>> = HashMap::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    while let Some(mut cmd) = rx.recv().await {
+        jobs.retain(|_, c| !c.is_closed());
+        if let Command::ReplaySet {
+            job,
+            destination,
+            set,
+        } = cmd
+        {
+            let source = format!("event set \"{}\"", set.name);
+            cmd = Command::Send {
+                job,
+                destination,
+                events: Arc::new(EventList::Values(set.events)),
+                only: None,
+                source,
+                resume: false,
+            };
+        }
+        match cmd {
+            Command::Send {
+                job,
+                destination,
+                events,
+                only,
+                source,
+                resume,
+            } => {
+                let (ctl, ctl_rx) = watch::channel(Control::Run);
+                jobs.insert(job.clone(), ctl);
+                let env = if destination.accept_invalid_certs {
+                    match delivery::http_client(true) {
+                        Ok(client) => Arc::new(JobEnv {
+                            client,
+                            secrets: env.secrets.clone(),
+                            log: env.log.clone(),
+                            tokens: env.tokens.clone(),
+                        }),
+                        Err(message) => {
+                            updates.send(Update::JobFinished {
+                                job,
+                                result: Err(message),
+                            });
+                            continue;
+                        }
+                    }
+                } else {
+                    env.clone()
+                };
+                let count = only.as_ref().map_or(events.len(), Vec::len);
+                updates.send(Update::JobStarted {
+                    job: job.clone(),
+                    events: count,
+                });
+                let spec = JobSpec {
+                    job: job.clone(),
+                    destination: *destination,
+                    events,
+                    only,
+                    source,
+                    create: !resume,
+                };
+                let report: Arc<dyn JobReport> = Arc::new(updates.clone());
+                let updates = updates.clone();
+                tasks.spawn(async move {
+                    let result = delivery::run_job(spec, env, report, ctl_rx).await;
+                    updates.send(Update::JobFinished { job, result });
+                });
+            }
+            Command::Pause { job } => set_control(&jobs, &job, Control::Pause, &updates),
+            Command::Resume { job } => set_control(&jobs, &job, Control::Run, &updates),
+            Command::Cancel { job } => set_control(&jobs, &job, Control::Cancel, &updates),
+            Command::FetchToken { destination } => {
+                let (oauth, updates) = (oauth.clone(), updates.clone());
+                tokio::spawn(async move {
+                    oauth.cache.invalidate(&destination.name);
+                    let result = oauth
+                        .cache
+                        .access_token(
+                            &destination.name,
+                            &destination.auth,
+                            &oauth.client,
+                            &oauth.secrets,
+                        )
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string());
+                    updates.send(Update::Token {
+                        destination: destination.name.clone(),
+                        result,
+                    });
+                });
+            }
+            Command::Authorize {
+                destination,
+                timeout,
+            } => {
+                let (oauth, updates) = (oauth.clone(), updates.clone());
+                tokio::spawn(async move {
+                    let result = oauth2::authorize(
+                        &destination.name,
+                        &destination.auth,
+                        &oauth.client,
+                        &oauth.secrets,
+                        &oauth.cache,
+                        oauth2::default_open_browser,
+                        timeout,
+                    )
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string());
+                    updates.send(Update::Authorized {
+                        destination: destination.name.clone(),
+                        result,
+                    });
+                });
+            }
+            Command::StartCapture { config: cc } => {
+                if let Some((old, fwd)) = receiver.take() {
+                    old.shutdown().await;
+                    fwd.abort();
+                }
+                let (tx, mut crx) = tokio::sync::mpsc::unbounded_channel();
+                match capture::start(cc, config.capture_history.clone(), Some(tx)).await {
+                    Ok(h) => {
+                        updates.send(Update::CaptureStarted { addr: h.addr() });
+                        let u = updates.clone();
+                        let fwd = tokio::spawn(async move {
+                            while let Some(c) = crx.recv().await {
+                                u.send(Update::Captured(Box::new(c)));
+                            }
+                        });
+                        receiver = Some((h, fwd));
+                    }
+                    Err(e) => updates.send(Update::CaptureStopped {
+                        error: Some(e.to_string()),
+                    }),
+                }
+            }
+            Command::StopCapture => {
+                if let Some((h, fwd)) = receiver.take() {
+                    h.shutdown().await;
+                    fwd.abort();
+                }
+                updates.send(Update::CaptureStopped { error: None });
+            }
+            Command::ReplaySet { .. } => unreachable!("turned into Send above"),
+            Command::Shutdown => break,
+        }
+    }
+    for c in jobs.values() {
+        let _ = c.send(Control::Cancel);
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+}
+
+fn set_control(
+    jobs: &HashMap<String, watch::Sender<Control>>,
+    job: &str,
+    c: Control,
+    updates: &UpdateTx,
+) {
+    match jobs.get(job) {
+        Some(tx) => {
+            let _ = tx.send(c);
+        }
+        None => updates.send(Update::Error {
+            message: format!("no running job \"{job}\""),
+        }),
+    }
+}

@@ -1,4 +1,4 @@
-//! Persistence: the workspace file, the OS keyring, and the SQLite history.
-
+//! Persistence: the workspace file, the OS keyring, and the `SQLite` history.
+pub mod history;
 pub mod keyring;
 pub mod workspace;

@@ -1,13 +1,7 @@
-//! The workspace file on disk: loading (with version checks and migrations), and
-//! saving (pretty, stable, atomic). The shape itself lives in [`crate::core::model`].
-//!
-//! Users edit this file by hand and keep it in git, so errors point at the exact spot
-//! (`workspace.json:12:20: destinations[0].auth.kind: unknown variant …`) and saving is
-//! byte-for-byte stable: 2-space indent, struct field order, trailing newline.
+//! The workspace file: load (with errors that name the file, line, column and JSON
+//! path), version checks and migrations, and atomic, stable saving.
 
-use std::fs;
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::Value;
 
@@ -15,267 +9,146 @@ use crate::core::model::{WORKSPACE_VERSION, Workspace};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkspaceError {
-    #[error("{file}: cannot {action}: {source}")]
+    #[error("{path}: {source}")]
     Io {
-        file: String,
-        action: &'static str,
+        path: String,
         source: std::io::Error,
     },
-    /// The file is not JSON.
-    #[error("{file}:{line}:{column}: {message}")]
+    #[error("{origin}:{line}:{column}: {message}")]
     Syntax {
-        file: String,
+        origin: String,
         line: usize,
         column: usize,
         message: String,
     },
-    #[error("{file}: the workspace must be a JSON object, found {found}")]
-    NotAnObject { file: String, found: &'static str },
-    #[error("{file}: missing \"version\" (this build writes version {WORKSPACE_VERSION})")]
-    MissingVersion { file: String },
-    #[error("{file}: \"version\" must be a whole number, found {found}")]
-    BadVersion { file: String, found: String },
-    #[error(
-        "{file}: written by a newer Hookline (workspace version {found}; this build reads up to version {WORKSPACE_VERSION}); upgrade Hookline to open it"
-    )]
-    TooNew { file: String, found: u64 },
-    #[error("{file}: cannot upgrade from workspace version {from}: {message}")]
-    Migration {
-        file: String,
-        from: u32,
-        message: String,
-    },
-    /// Valid JSON that does not fit the model. `position` is absent only for migrated
-    /// files, whose text no longer matches what was deserialized.
-    #[error("{file}{}: {path}: {message}", position.map(|(l, c)| format!(":{l}:{c}")).unwrap_or_default())]
-    Invalid {
-        file: String,
-        position: Option<(usize, usize)>,
-        /// The JSON path, e.g. `destinations[0].auth.kind`; `.` for the top level.
+    #[error("{origin}:{line}:{column}: {path}: {message}")]
+    Field {
+        origin: String,
+        line: usize,
+        column: usize,
         path: String,
         message: String,
     },
-    #[error("{file}: cannot encode the workspace: {message}")]
-    Encode { file: String, message: String },
+    #[error("{origin}: {message}")]
+    Version { origin: String, message: String },
 }
 
-/// One migration step: turns a document of version `from` into version `from + 1`.
-/// The step edits the JSON; the chain then sets `"version"`.
-#[derive(Debug, Clone, Copy)]
-pub struct Migration {
-    pub from: u32,
-    pub apply: fn(&mut Value) -> Result<(), String>,
-}
-
-/// Every migration this build knows, oldest first. Version 1 is the first format, so
-/// there is nothing to migrate yet; when version 2 arrives, add `Migration { from: 1, … }`.
-pub const MIGRATIONS: &[Migration] = &[];
-
-/// Read and parse a workspace file. Errors name the file.
+/// Load a workspace file.
 pub fn load(path: &Path) -> Result<Workspace, WorkspaceError> {
-    let file = display_name(path);
-    let text = fs::read_to_string(path).map_err(|source| WorkspaceError::Io {
-        file: file.clone(),
-        action: "read",
+    let p = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| WorkspaceError::Io {
+        path: p.clone(),
         source,
     })?;
-    parse(&text, &file)
+    parse(&text, &p)
 }
 
-/// Parse workspace JSON; `origin` (a file name) prefixes every error.
+/// Parse workspace text; `origin` names it in errors.
 pub fn parse(text: &str, origin: &str) -> Result<Workspace, WorkspaceError> {
-    parse_with_migrations(text, origin, MIGRATIONS)
-}
-
-/// [`parse`] with an explicit migration chain, so the mechanism can be tested before
-/// any real migration exists.
-pub fn parse_with_migrations(
-    text: &str,
-    origin: &str,
-    migrations: &[Migration],
-) -> Result<Workspace, WorkspaceError> {
-    let file = origin.to_owned();
     let value: Value = serde_json::from_str(text).map_err(|e| WorkspaceError::Syntax {
-        file: file.clone(),
+        origin: origin.to_owned(),
         line: e.line(),
         column: e.column(),
-        message: bare_message(&e),
+        message: strip_position(&e.to_string()),
     })?;
-    let version = read_version(&value, &file)?;
+    let version_err = |message: String| WorkspaceError::Version {
+        origin: origin.to_owned(),
+        message,
+    };
+    let version = match value.get("version") {
+        None => {
+            return Err(version_err(
+                "missing \"version\" (this build writes version 1)".into(),
+            ));
+        }
+        Some(v) => v
+            .as_u64()
+            .ok_or_else(|| version_err(format!("\"version\" must be a whole number, not {v}")))?,
+    };
     if version > u64::from(WORKSPACE_VERSION) {
-        return Err(WorkspaceError::TooNew {
-            file,
-            found: version,
-        });
+        return Err(version_err(format!(
+            "version {version} was written by a newer Hookline; this one reads up to version {WORKSPACE_VERSION}"
+        )));
     }
-    if version == u64::from(WORKSPACE_VERSION) {
-        // Deserialize from the text, not the Value, so errors carry line and column.
-        let mut de = serde_json::Deserializer::from_str(text);
-        return serde_path_to_error::deserialize(&mut de).map_err(|e| invalid(&file, &e, true));
+    if version < u64::from(WORKSPACE_VERSION) {
+        let migrated = migrate(value, version).map_err(version_err)?;
+        return serde_json::from_value(migrated)
+            .map_err(|e| version_err(format!("after migrating from version {version}: {e}")));
     }
-    // Lower than current: `read_version` guarantees it fits in u32.
-    let from = u32::try_from(version).unwrap_or(0);
-    let migrated =
-        migrate(value, from, WORKSPACE_VERSION, migrations).map_err(|(from, message)| {
-            WorkspaceError::Migration {
-                file: file.clone(),
-                from,
-                message,
-            }
-        })?;
-    serde_path_to_error::deserialize(migrated).map_err(|e| invalid(&file, &e, false))
+    let mut de = serde_json::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        WorkspaceError::Field {
+            origin: origin.to_owned(),
+            line: inner.line(),
+            column: inner.column(),
+            path,
+            message: strip_position(&inner.to_string()),
+        }
+    })
 }
 
-/// Run `migrations` to bring `value` from version `from` to `to`. On failure returns the
-/// version whose step failed (or was missing) and why.
-pub fn migrate(
+fn strip_position(msg: &str) -> String {
+    msg.split(" at line ").next().unwrap_or(msg).to_owned()
+}
+
+/// One migration: upgrades a file of version `from` to `from + 1`.
+pub type Migration = (u64, fn(Value) -> Result<Value, String>);
+
+/// Every migration, in order. Version 1 is the first released format, so none yet.
+pub const MIGRATIONS: &[Migration] = &[];
+
+/// Bring an older file up to [`WORKSPACE_VERSION`], one version at a time.
+pub fn migrate(value: Value, from: u64) -> Result<Value, String> {
+    migrate_with(value, from, u64::from(WORKSPACE_VERSION), MIGRATIONS)
+}
+
+/// The migration chain, with the steps given (so tests can exercise it).
+pub fn migrate_with(
     mut value: Value,
-    from: u32,
-    to: u32,
-    migrations: &[Migration],
-) -> Result<Value, (u32, String)> {
-    for version in from..to {
-        let step = migrations
-            .iter()
-            .find(|m| m.from == version)
-            .ok_or_else(|| {
-                (
-                    version,
-                    format!("no migration from version {version} is known"),
-                )
-            })?;
-        (step.apply)(&mut value).map_err(|message| (version, message))?;
-        if let Value::Object(map) = &mut value {
-            map.insert("version".into(), Value::from(version + 1));
+    from: u64,
+    to: u64,
+    steps: &[Migration],
+) -> Result<Value, String> {
+    let mut v = from;
+    while v < to {
+        let step = steps.iter().find(|(f, _)| *f == v).ok_or_else(|| {
+            format!(
+                "version {v} is not supported (no migration to version {})",
+                v + 1
+            )
+        })?;
+        value = (step.1)(value).map_err(|e| format!("migrating from version {v}: {e}"))?;
+        v += 1;
+        if let Some(o) = value.as_object_mut() {
+            o.insert("version".into(), Value::from(v));
         }
     }
     Ok(value)
 }
 
-/// Write `ws` to `path` as pretty JSON with a trailing newline. Atomic: the bytes go to
-/// a temporary file in the same directory, which then replaces `path`, so a crash or a
-/// full disk never leaves a half-written workspace.
+/// Save pretty-printed with a trailing newline, atomically (temp file + rename).
 pub fn save(path: &Path, ws: &Workspace) -> Result<(), WorkspaceError> {
-    let file = display_name(path);
-    let bytes = to_bytes(ws).map_err(|e| WorkspaceError::Encode {
-        file: file.clone(),
-        message: e.to_string(),
+    let p = path.display().to_string();
+    let mut text = serde_json::to_string_pretty(ws).map_err(|e| WorkspaceError::Io {
+        path: p.clone(),
+        source: std::io::Error::other(e),
     })?;
-    write_atomic(path, &bytes).map_err(|(action, source)| WorkspaceError::Io {
-        file,
-        action,
+    text.push('\n');
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("workspace.json")
+    ));
+    std::fs::write(&tmp, text).map_err(|source| WorkspaceError::Io {
+        path: tmp.display().to_string(),
         source,
-    })
-}
-
-/// The exact bytes [`save`] writes.
-pub fn to_bytes(ws: &Workspace) -> Result<Vec<u8>, serde_json::Error> {
-    // serde_json's pretty printer indents with two spaces; keys follow struct field order.
-    let mut bytes = serde_json::to_vec_pretty(ws)?;
-    bytes.push(b'\n');
-    Ok(bytes)
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), (&'static str, std::io::Error)> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .map_or_else(|| "workspace".into(), |n| n.to_string_lossy().into_owned());
-    let (tmp_path, mut tmp) = create_temp(&dir, &name).map_err(|e| ("create a file in", e))?;
-    let result = (|| {
-        tmp.write_all(bytes).map_err(|e| ("write", e))?;
-        // Keep the permissions of the file being replaced (e.g. 0600).
-        if let Ok(meta) = fs::metadata(path) {
-            tmp.set_permissions(meta.permissions())
-                .map_err(|e| ("set permissions on", e))?;
-        }
-        tmp.sync_all().map_err(|e| ("flush", e))?;
-        drop(tmp);
-        fs::rename(&tmp_path, path).map_err(|e| ("replace", e))
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp_path);
-    }
-    result
-}
-
-fn create_temp(dir: &Path, name: &str) -> std::io::Result<(PathBuf, fs::File)> {
-    let pid = std::process::id();
-    let mut last = None;
-    for attempt in 0..100u32 {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let tmp = dir.join(format!(".{name}.{pid}.{nanos}.{attempt}.tmp"));
-        match fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-        {
-            Ok(f) => return Ok((tmp, f)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
-            Err(e) => return Err(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| std::io::Error::other("no free temporary file name")))
-}
-
-fn display_name(path: &Path) -> String {
-    path.display().to_string()
-}
-
-fn read_version(value: &Value, file: &str) -> Result<u64, WorkspaceError> {
-    let Value::Object(map) = value else {
-        return Err(WorkspaceError::NotAnObject {
-            file: file.to_owned(),
-            found: kind(value),
-        });
-    };
-    let v = map
-        .get("version")
-        .ok_or_else(|| WorkspaceError::MissingVersion {
-            file: file.to_owned(),
-        })?;
-    v.as_u64().ok_or_else(|| WorkspaceError::BadVersion {
-        file: file.to_owned(),
-        found: v.to_string(),
-    })
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-/// serde_json's message without its trailing " at line L column C".
-fn bare_message(e: &serde_json::Error) -> String {
-    let full = e.to_string();
-    let suffix = format!(" at line {} column {}", e.line(), e.column());
-    match full.strip_suffix(&suffix) {
-        Some(bare) => bare.to_owned(),
-        None => full,
-    }
-}
-
-fn invalid(
-    file: &str,
-    e: &serde_path_to_error::Error<serde_json::Error>,
-    positioned: bool,
-) -> WorkspaceError {
-    let inner = e.inner();
-    WorkspaceError::Invalid {
-        file: file.to_owned(),
-        position: (positioned && inner.line() > 0).then(|| (inner.line(), inner.column())),
-        path: e.path().to_string(),
-        message: bare_message(inner),
-    }
+    })?;
+    std::fs::rename(&tmp, path).map_err(|source| WorkspaceError::Io { path: p, source })
 }

@@ -1,0 +1,317 @@
+//! Batching: prepared events → requests. Events share a request only when their
+//! method, URL and headers are equal; within a group the caps (`max_events`,
+//! `max_bytes`) split them in order. Envelopes: a JSON array, the rows envelope
+//! (`{"sync_mode","rows":[{"data","operation","primary_key"}]}`), or a template.
+
+use indexmap::IndexMap;
+use serde_json::Value;
+use serde_json_path::JsonPath;
+
+use super::model::{Batching, Envelope};
+use super::render::{PreparedBody, PreparedEvent, RenderCtx, Route};
+use super::template::{self, SecretScope, Templates, Tpl};
+
+/// Events that go in one request, and why the batch ended where it did.
+#[derive(Debug)]
+pub struct Batch {
+    pub events: Vec<PreparedEvent>,
+    pub note: String,
+}
+
+#[derive(Debug)]
+pub enum CompiledEnvelope {
+    Array,
+    Rows {
+        sync_mode: String,
+        operation: String,
+        primary_key: Option<JsonPath>,
+    },
+    Template(Tpl),
+}
+
+impl CompiledEnvelope {
+    pub fn compile(e: &Envelope, templates: &mut Templates) -> Result<Self, (String, String)> {
+        Ok(match e {
+            Envelope::Array => Self::Array,
+            Envelope::Rows(r) => Self::Rows {
+                sync_mode: r.sync_mode.clone(),
+                operation: r.operation.clone(),
+                primary_key: r
+                    .primary_key
+                    .as_deref()
+                    .map(|p| {
+                        JsonPath::parse(p).map_err(|err| {
+                            (
+                                "batching.envelope.rows.primary_key".to_owned(),
+                                format!("\"{p}\" is not a valid JSONPath: {err}"),
+                            )
+                        })
+                    })
+                    .transpose()?,
+            },
+            Envelope::Template(t) => Self::Template(
+                templates
+                    .add("batching.envelope.template", t)
+                    .map_err(|e| {
+                        (
+                            "batching.envelope.template".to_owned(),
+                            format!("{}{}", e.position, e.message),
+                        )
+                    })?,
+            ),
+        })
+    }
+
+    pub fn primary_key(&self, event: &Value) -> Value {
+        match self {
+            Self::Rows {
+                primary_key: Some(p),
+                ..
+            } => p.query(event).first().map_or(Value::Null, |v| (*v).clone()),
+            _ => Value::Null,
+        }
+    }
+
+    fn row_prefix(&self) -> Option<(String, String)> {
+        match self {
+            Self::Rows {
+                sync_mode,
+                operation,
+                ..
+            } => Some((
+                format!(
+                    "{{\"sync_mode\":{},\"rows\":[",
+                    Value::from(sync_mode.as_str())
+                ),
+                format!(
+                    ",\"operation\":{},\"primary_key\":",
+                    Value::from(operation.as_str())
+                ),
+            )),
+            _ => None,
+        }
+    }
+
+    /// Bytes one event adds to the envelope (body plus separators and row wrapper).
+    fn item_size(&self, p: &PreparedEvent) -> usize {
+        let body = p.body.len();
+        match self {
+            Self::Array | Self::Template(_) => body + 1,
+            Self::Rows { operation, .. } => {
+                body + 1
+                    + "{\"data\":".len()
+                    + ",\"operation\":,\"primary_key\":}".len()
+                    + operation.len()
+                    + 2
+                    + p.primary_key.to_string().len()
+            }
+        }
+    }
+
+    fn fixed_size(&self) -> usize {
+        match self {
+            Self::Array | Self::Template(_) => 2,
+            Self::Rows { .. } => self.row_prefix().map_or(0, |(p, _)| p.len() + 2),
+        }
+    }
+
+    pub fn wrap(
+        &self,
+        events: &[PreparedEvent],
+        templates: &Templates,
+        ctx: &RenderCtx,
+    ) -> Result<Vec<u8>, String> {
+        fn body(p: &PreparedEvent) -> &[u8] {
+            match &p.body {
+                PreparedBody::None => b"null",
+                PreparedBody::Json(b) | PreparedBody::Raw(b) => b,
+            }
+        }
+        let mut out = Vec::with_capacity(
+            self.fixed_size() + events.iter().map(|e| self.item_size(e)).sum::<usize>(),
+        );
+        match self {
+            Self::Array => {
+                out.push(b'[');
+                for (i, e) in events.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(body(e));
+                }
+                out.push(b']');
+            }
+            Self::Rows { .. } => {
+                let (head, mid) = self.row_prefix().unwrap_or_default();
+                out.extend_from_slice(head.as_bytes());
+                for (i, e) in events.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(b"{\"data\":");
+                    out.extend_from_slice(body(e));
+                    out.extend_from_slice(mid.as_bytes());
+                    out.extend_from_slice(e.primary_key.to_string().as_bytes());
+                    out.push(b'}');
+                }
+                out.extend_from_slice(b"]}");
+            }
+            Self::Template(t) => {
+                let bodies: Vec<minijinja::Value> = events
+                    .iter()
+                    .map(|e| match &e.body {
+                        PreparedBody::Json(b) => serde_json::from_slice::<Value>(b)
+                            .map_or(minijinja::Value::UNDEFINED, |v| {
+                                minijinja::Value::from_serialize(&v)
+                            }),
+                        PreparedBody::Raw(b) => {
+                            minijinja::Value::from(String::from_utf8_lossy(b).into_owned())
+                        }
+                        PreparedBody::None => minijinja::Value::from(()),
+                    })
+                    .collect();
+                let scope = std::sync::Arc::new(SecretScope {
+                    secrets: ctx.secrets.clone(),
+                    used: std::sync::Mutex::default(),
+                });
+                let c = template::context_with(
+                    &scope,
+                    vec![
+                        ("bodies", minijinja::Value::from(bodies)),
+                        ("count", minijinja::Value::from(events.len())),
+                    ],
+                );
+                out = templates
+                    .render(t, &c)
+                    .map_err(|e| e.to_string())?
+                    .into_bytes();
+            }
+        }
+        Ok(out)
+    }
+}
+
+struct Open {
+    events: Vec<PreparedEvent>,
+    bytes: usize,
+    group: usize,
+    seq: usize,
+}
+
+/// Streams prepared events into batches; memory holds only the open batches.
+pub struct Batcher {
+    limits: Option<(usize, usize, CompiledEnvelope)>,
+    open: IndexMap<Route, Open>,
+    groups: usize,
+}
+
+impl Batcher {
+    pub fn new(batching: Option<&Batching>) -> Self {
+        let limits = batching.map(|b| {
+            let env = match &b.envelope {
+                Envelope::Array => CompiledEnvelope::Array,
+                // Only sizes matter here; `wrap` uses the destination's compiled envelope.
+                Envelope::Rows(r) => CompiledEnvelope::Rows {
+                    sync_mode: r.sync_mode.clone(),
+                    operation: r.operation.clone(),
+                    primary_key: None,
+                },
+                Envelope::Template(_) => CompiledEnvelope::Template(Tpl::Static(String::new())),
+            };
+            (b.max_events.max(1), b.max_bytes, env)
+        });
+        Self {
+            limits,
+            open: IndexMap::new(),
+            groups: 0,
+        }
+    }
+
+    /// Add one event; returns the batches it completed. An event larger than
+    /// `max_bytes` on its own is an error for that event (never silently dropped).
+    pub fn push(&mut self, p: PreparedEvent) -> Result<Vec<Batch>, (usize, String)> {
+        let Some((max_events, max_bytes, env)) = &self.limits else {
+            return Ok(vec![Batch {
+                events: vec![p],
+                note: String::new(),
+            }]);
+        };
+        let size = env.item_size(&p);
+        let fixed = env.fixed_size();
+        if size + fixed > *max_bytes {
+            return Err((
+                p.index,
+                format!(
+                    "event is {} bytes in the envelope, more than batching.max_bytes ({max_bytes})",
+                    size + fixed
+                ),
+            ));
+        }
+        let mut done = Vec::new();
+        if !self.open.contains_key(&p.route) {
+            self.groups += 1;
+            self.open.insert(
+                p.route.clone(),
+                Open {
+                    events: Vec::new(),
+                    bytes: fixed,
+                    group: self.groups,
+                    seq: 0,
+                },
+            );
+        }
+        let route = p.route.clone();
+        let Some(open) = self.open.get_mut(&route) else {
+            return Ok(done);
+        };
+        if !open.events.is_empty() && open.bytes + size > *max_bytes {
+            done.push(take(
+                open,
+                fixed,
+                &format!("max_bytes ({max_bytes}) reached"),
+            ));
+        }
+        open.bytes += size;
+        open.events.push(p);
+        if open.events.len() >= *max_events {
+            done.push(take(
+                open,
+                fixed,
+                &format!("max_events ({max_events}) reached"),
+            ));
+        }
+        Ok(done)
+    }
+
+    /// Flush every open batch, in the order their groups first appeared.
+    pub fn finish(mut self) -> Vec<Batch> {
+        let fixed = self.limits.as_ref().map_or(0, |(_, _, e)| e.fixed_size());
+        let many = self.groups > 1;
+        self.open
+            .values_mut()
+            .filter(|o| !o.events.is_empty())
+            .map(|o| {
+                let why = if many {
+                    "end of input; other events differ in URL, method or headers"
+                } else {
+                    "end of input"
+                };
+                take(o, fixed, why)
+            })
+            .collect()
+    }
+}
+
+fn take(open: &mut Open, fixed: usize, why: &str) -> Batch {
+    open.seq += 1;
+    let events = std::mem::take(&mut open.events);
+    let note = format!(
+        "group {} batch {}: {} event(s), {} bytes; closed: {why}",
+        open.group,
+        open.seq,
+        events.len(),
+        open.bytes
+    );
+    open.bytes = fixed;
+    Batch { events, note }
+}

@@ -1,0 +1,856 @@
+//! Delivery of one job: render events lazily (so memory holds only what is in
+//! flight), batch them, send each request with bounded concurrency and an optional
+//! rate limit, retry what is retryable with exponential backoff and full jitter
+//! (honouring `Retry-After`), re-sign every attempt, and report every outcome.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::Rng as _;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+use super::stats::{Histogram, JobStats};
+use crate::core::batch::{Batch, Batcher};
+use crate::core::events::EventList;
+use crate::core::model::{Auth, Delivery, Destination};
+use crate::core::render::{CompiledDestination, Prepared, RenderCtx, RenderedRequest};
+use crate::core::secret::{Secret, Secrets};
+
+/// How much of a response body is kept (history, error messages).
+pub const RESPONSE_KEEP_BYTES: usize = 64 * 1024;
+
+/// A job's run state, set by Pause / Resume / Cancel commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    Run,
+    Pause,
+    Cancel,
+}
+
+/// Where a job records what happened (the `SQLite` history, or nowhere).
+pub trait JobLog: Send + Sync {
+    fn job_started(&self, job: &str, destination: &str, source: &str, total_events: usize);
+    fn attempt(&self, a: AttemptLog);
+    /// The events of one request reached a final state.
+    fn events_done(&self, job: &str, events: &[usize], outcome: &Outcome);
+    /// Events that need no request (skipped by the trigger): final, never re-sent.
+    fn events_skipped(&self, job: &str, events: &[usize]);
+    fn job_finished(&self, job: &str, state: &str);
+}
+
+/// Records nothing: `--no-history`.
+pub struct NoLog;
+
+impl JobLog for NoLog {
+    fn job_started(&self, _: &str, _: &str, _: &str, _: usize) {}
+    fn attempt(&self, _: AttemptLog) {}
+    fn events_done(&self, _: &str, _: &[usize], _: &Outcome) {}
+    fn events_skipped(&self, _: &str, _: &[usize]) {}
+    fn job_finished(&self, _: &str, _: &str) {}
+}
+
+/// One attempt, with secrets already redacted.
+#[derive(Debug, Clone)]
+pub struct AttemptLog {
+    pub job: String,
+    pub request_no: u64,
+    pub attempt: u32,
+    pub method: String,
+    pub url: String,
+    pub request_headers: Vec<(String, String)>,
+    pub status: Option<u16>,
+    pub response_headers: Vec<(String, String)>,
+    pub response_body: Vec<u8>,
+    pub latency_ms: f64,
+    pub error: Option<String>,
+}
+
+pub type TokenFuture<'a> = Pin<Box<dyn Future<Output = Result<Secret, String>> + Send + 'a>>;
+
+/// `OAuth2` access tokens for destinations that need them.
+pub trait TokenProvider: Send + Sync {
+    fn token<'a>(&'a self, destination: &'a Destination) -> TokenFuture<'a>;
+    /// Forget the cached token (after a 401) so the next call fetches a new one.
+    fn invalidate(&self, destination: &Destination);
+}
+
+/// The final state of one request.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeKind {
+    Delivered,
+    Failed,
+    /// The job was cancelled before this request finished; its events stay pending.
+    Cancelled,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Outcome {
+    pub request_no: u64,
+    /// `METHOD URL`, secrets redacted.
+    pub request: String,
+    pub events: Vec<usize>,
+    pub status: Option<u16>,
+    pub attempts: u32,
+    pub outcome: OutcomeKind,
+    pub error: Option<String>,
+    pub latency_ms: f64,
+    pub idempotency_key: String,
+}
+
+/// What a job needs besides its events.
+pub struct JobEnv {
+    pub client: reqwest::Client,
+    pub secrets: Secrets,
+    pub log: Arc<dyn JobLog>,
+    pub tokens: Option<Arc<dyn TokenProvider>>,
+}
+
+/// A job: which destination, which events.
+pub struct JobSpec {
+    pub job: String,
+    pub destination: Destination,
+    pub events: Arc<EventList>,
+    /// Only these indices (a selection, or what is left on resume); `None` = all.
+    pub only: Option<Vec<usize>>,
+    /// Where the events came from (file or event set), for history.
+    pub source: String,
+    /// Record the job as new (false when resuming an existing one).
+    pub create: bool,
+}
+
+/// How a job reports as it runs (outcome per request, periodic stats).
+pub trait JobReport: Send + Sync {
+    fn outcome(&self, job: &str, o: &Outcome);
+    fn retrying(&self, job: &str, request_no: u64, attempt: u32, wait: Duration, reason: &str);
+    fn progress(&self, job: &str, stats: &JobStats);
+    fn render_error(&self, job: &str, index: usize, error: &str);
+}
+
+struct Tally {
+    stats: JobStats,
+    hist: Histogram,
+    started: Instant,
+}
+
+impl Tally {
+    fn snapshot(&self) -> JobStats {
+        let mut s = self.stats.clone();
+        let secs = self.started.elapsed().as_secs_f64();
+        s.elapsed_ms = (secs * 1000.0) as u64;
+        s.requests_per_s = if secs > 0.0 {
+            (s.delivered + s.failed) as f64 / secs
+        } else {
+            0.0
+        };
+        s.p50_ms = self.hist.quantile_ms(0.5);
+        s.p95_ms = self.hist.quantile_ms(0.95);
+        s
+    }
+}
+
+/// Paces attempts to a requests-per-second ceiling.
+struct RateLimiter {
+    interval: Duration,
+    next: tokio::sync::Mutex<Instant>,
+}
+
+impl RateLimiter {
+    fn new(rate: f64) -> Option<Self> {
+        (rate.is_finite() && rate > 0.0).then(|| Self {
+            interval: Duration::from_secs_f64(1.0 / rate),
+            next: tokio::sync::Mutex::new(Instant::now()),
+        })
+    }
+    async fn wait(&self) {
+        let mut next = self.next.lock().await;
+        let now = Instant::now();
+        if *next > now {
+            tokio::time::sleep_until((*next).into()).await;
+        }
+        *next = (*next).max(now) + self.interval;
+    }
+}
+
+/// Wait while paused; `false` once cancelled.
+async fn gate(rx: &mut watch::Receiver<Control>) -> bool {
+    loop {
+        match *rx.borrow_and_update() {
+            Control::Run => return true,
+            Control::Cancel => return false,
+            Control::Pause => {}
+        }
+        if rx.changed().await.is_err() {
+            return true;
+        }
+    }
+}
+
+async fn until_cancelled(mut rx: watch::Receiver<Control>) {
+    loop {
+        if *rx.borrow_and_update() == Control::Cancel {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Exponential backoff with full jitter: uniform in `[0, min(max, initial·2^(n-1))]`.
+pub fn backoff(policy: &Delivery, attempt: u32) -> Duration {
+    let ceiling =
+        (policy.backoff_initial_ms as f64) * 2f64.powi(attempt.saturating_sub(1).min(30) as i32);
+    let ceiling = ceiling.min(policy.backoff_max_ms as f64).max(0.0);
+    Duration::from_secs_f64(rand::rng().random_range(0.0..=ceiling) / 1000.0)
+}
+
+/// `Retry-After` as seconds or an HTTP date, capped.
+pub fn retry_after(value: &str, cap: Duration) -> Option<Duration> {
+    let v = value.trim();
+    let d = if let Ok(secs) = v.parse::<u64>() {
+        Duration::from_secs(secs)
+    } else {
+        let at = httpdate::parse_http_date(v).ok()?;
+        at.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO)
+    };
+    Some(d.min(cap))
+}
+
+/// 5xx, 408 and 429 are worth another try; other statuses are final.
+pub fn retryable_status(status: u16) -> bool {
+    status >= 500 || status == 408 || status == 429
+}
+
+fn is_oauth(d: &Destination) -> bool {
+    matches!(
+        d.auth,
+        Auth::Oauth2ClientCredentials { .. } | Auth::Oauth2AuthorizationCode { .. }
+    )
+}
+
+/// Build the HTTP client every job shares: no redirects, no proxy, no cookies.
+pub fn http_client(accept_invalid_certs: bool) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .tls_danger_accept_invalid_certs(accept_invalid_certs)
+        .pool_max_idle_per_host(256)
+        .tcp_nodelay(true)
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+}
+
+struct Ctx {
+    job: String,
+    compiled: Arc<CompiledDestination>,
+    env: Arc<JobEnv>,
+    report: Arc<dyn JobReport>,
+    tally: Arc<Mutex<Tally>>,
+    limiter: Option<RateLimiter>,
+    control: watch::Receiver<Control>,
+}
+
+/// Run a job to the end (or until cancelled). Returns the final stats.
+pub async fn run_job(
+    spec: JobSpec,
+    env: Arc<JobEnv>,
+    report: Arc<dyn JobReport>,
+    control: watch::Receiver<Control>,
+) -> Result<JobStats, String> {
+    let compiled = CompiledDestination::compile(&spec.destination).map_err(|errs| {
+        errs.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    })?;
+    let policy = spec.destination.delivery.clone();
+    let indices: Vec<usize> = spec
+        .only
+        .clone()
+        .unwrap_or_else(|| (0..spec.events.len()).collect());
+    if spec.create {
+        env.log.job_started(
+            &spec.job,
+            &spec.destination.name,
+            &spec.source,
+            spec.events.len(),
+        );
+    }
+    let tally = Arc::new(Mutex::new(Tally {
+        stats: JobStats {
+            events: indices.len() as u64,
+            ..JobStats::default()
+        },
+        hist: Histogram::default(),
+        started: Instant::now(),
+    }));
+    let ctx = Arc::new(Ctx {
+        job: spec.job.clone(),
+        compiled: Arc::new(compiled),
+        env: env.clone(),
+        report: report.clone(),
+        tally: tally.clone(),
+        limiter: policy.rate_limit.and_then(RateLimiter::new),
+        control: control.clone(),
+    });
+
+    // Progress a few times a second until the job ends.
+    let ticker = {
+        let (tally, report, job) = (tally.clone(), report.clone(), spec.job.clone());
+        tokio::spawn(async move {
+            let mut iv = tokio::time::interval(Duration::from_millis(250));
+            iv.tick().await;
+            loop {
+                iv.tick().await;
+                let s = lock(&tally).snapshot();
+                report.progress(&job, &s);
+            }
+        })
+    };
+
+    let render_ctx = RenderCtx::new(env.secrets.clone());
+    let sem = Arc::new(Semaphore::new(policy.concurrency.max(1)));
+    let mut tasks = JoinSet::new();
+    let mut batcher = Batcher::new(spec.destination.batching.as_ref());
+    let mut control_rx = control.clone();
+    let mut request_no = 0u64;
+    let mut cancelled = false;
+    let mut skipped = Vec::new();
+
+    let spawn_batches =
+        async |batches: Vec<Batch>, tasks: &mut JoinSet<()>, request_no: &mut u64| -> bool {
+            for b in batches {
+                let idx: Vec<usize> = b.events.iter().map(|e| e.index).collect();
+                let req = match ctx.compiled.finish(b, &render_ctx) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        fail_unsent(&ctx, &idx, &e.to_string());
+                        continue;
+                    }
+                };
+                let Ok(permit) = sem.clone().acquire_owned().await else {
+                    return false;
+                };
+                *request_no += 1;
+                let (ctx, n) = (ctx.clone(), *request_no);
+                tasks.spawn(async move {
+                    let _permit = permit;
+                    deliver(&ctx, n, req).await;
+                });
+                while tasks.try_join_next().is_some() {}
+            }
+            true
+        };
+
+    for i in indices {
+        if !gate(&mut control_rx).await {
+            cancelled = true;
+            break;
+        }
+        // Events held as text may skip parsing entirely (see `prepare_text`).
+        let prepared = match spec
+            .events
+            .text(i)
+            .and_then(|t| ctx.compiled.prepare_text(i, t))
+        {
+            Some(p) => Ok(Prepared::Ready(Box::new(p))),
+            None => match spec.events.get(i) {
+                None => continue,
+                Some(Err(e)) => {
+                    fail_unsent(&ctx, &[i], &e);
+                    continue;
+                }
+                Some(Ok(std::borrow::Cow::Owned(v))) => {
+                    ctx.compiled.prepare_shared(i, &Arc::new(v), &render_ctx)
+                }
+                Some(Ok(std::borrow::Cow::Borrowed(v))) => ctx.compiled.prepare(i, v, &render_ctx),
+            },
+        };
+        match prepared {
+            Ok(Prepared::Skipped(_)) => {
+                lock(&tally).stats.skipped += 1;
+                skipped.push(i);
+                if skipped.len() >= 1024 {
+                    env.log
+                        .events_skipped(&spec.job, &std::mem::take(&mut skipped));
+                }
+            }
+            Ok(Prepared::Ready(p)) => match batcher.push(*p) {
+                Ok(done) => {
+                    if !spawn_batches(done, &mut tasks, &mut request_no).await {
+                        break;
+                    }
+                }
+                Err((idx, msg)) => fail_unsent(
+                    &ctx,
+                    &[idx],
+                    &format!("destination \"{}\": {msg}", spec.destination.name),
+                ),
+            },
+            Err(e) => fail_unsent(&ctx, &[i], &e.to_string()),
+        }
+    }
+    if !skipped.is_empty() {
+        env.log.events_skipped(&spec.job, &skipped);
+    }
+    if !cancelled {
+        spawn_batches(batcher.finish(), &mut tasks, &mut request_no).await;
+    }
+    while tasks.join_next().await.is_some() {}
+    ticker.abort();
+    let cancelled = cancelled || *control.borrow() == Control::Cancel;
+    let stats = lock(&tally).snapshot();
+    env.log.job_finished(
+        &spec.job,
+        if cancelled {
+            "cancelled"
+        } else if stats.failed > 0 || stats.render_errors > 0 {
+            "failed"
+        } else {
+            "done"
+        },
+    );
+    report.progress(&spec.job, &stats);
+    Ok(stats)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Events that never became a request (render error, oversized for a batch).
+fn fail_unsent(ctx: &Ctx, events: &[usize], error: &str) {
+    {
+        let mut t = lock(&ctx.tally);
+        t.stats.render_errors += events.len() as u64;
+        t.stats.failed_events += events.len() as u64;
+    }
+    for &i in events {
+        ctx.report.render_error(&ctx.job, i, error);
+    }
+    let o = Outcome {
+        request_no: 0,
+        request: String::new(),
+        events: events.to_vec(),
+        status: None,
+        attempts: 0,
+        outcome: OutcomeKind::Failed,
+        error: Some(error.to_owned()),
+        latency_ms: 0.0,
+        idempotency_key: String::new(),
+    };
+    ctx.env.log.events_done(&ctx.job, events, &o);
+}
+
+enum Try {
+    Done {
+        status: u16,
+        latency: Duration,
+    },
+    Retry {
+        wait: Duration,
+        reason: String,
+        status: Option<u16>,
+        latency: Duration,
+    },
+    Final {
+        error: String,
+        status: Option<u16>,
+        latency: Duration,
+    },
+    Unauthorized {
+        latency: Duration,
+        body: String,
+    },
+}
+
+async fn deliver(ctx: &Ctx, request_no: u64, mut req: RenderedRequest) {
+    let policy = &ctx.compiled.dest.delivery;
+    let max_attempts = policy.max_attempts.max(1);
+    let summary = format!("{} {}", req.method.as_str(), req.redacted_url());
+    lock(&ctx.tally).stats.sent += 1;
+    let mut control = ctx.control.clone();
+    let mut attempt = 0u32;
+    let mut refreshed = false;
+    let mut last_status = None;
+    let mut last_latency = Duration::ZERO;
+    let (events, key) = (req.events.clone(), req.idempotency_key.clone());
+    let finish = |kind: OutcomeKind,
+                  status: Option<u16>,
+                  attempts: u32,
+                  error: Option<String>,
+                  latency: Duration| {
+        let o = Outcome {
+            request_no,
+            request: summary.clone(),
+            events: events.clone(),
+            status,
+            attempts,
+            outcome: kind,
+            error,
+            latency_ms: latency.as_secs_f64() * 1000.0,
+            idempotency_key: key.clone(),
+        };
+        {
+            let mut t = lock(&ctx.tally);
+            match o.outcome {
+                OutcomeKind::Delivered => {
+                    t.stats.delivered += 1;
+                    t.stats.delivered_events += o.events.len() as u64;
+                }
+                OutcomeKind::Failed => {
+                    t.stats.failed += 1;
+                    t.stats.failed_events += o.events.len() as u64;
+                }
+                OutcomeKind::Cancelled => {}
+            }
+        }
+        if o.outcome != OutcomeKind::Cancelled {
+            ctx.env.log.events_done(&ctx.job, &o.events, &o);
+        }
+        ctx.report.outcome(&ctx.job, &o);
+    };
+    loop {
+        if !gate(&mut control).await {
+            return finish(
+                OutcomeKind::Cancelled,
+                last_status,
+                attempt,
+                Some("cancelled".into()),
+                last_latency,
+            );
+        }
+        attempt += 1;
+        if let Some(l) = &ctx.limiter {
+            l.wait().await;
+        }
+        let result = tokio::select! {
+            r = attempt_once(ctx, request_no, attempt, &mut req) => r,
+            () = until_cancelled(control.clone()) => {
+                return finish(OutcomeKind::Cancelled, last_status, attempt, Some("cancelled".into()), last_latency);
+            }
+        };
+        lock(&ctx.tally).stats.attempts += 1;
+        let (wait, reason) = match result {
+            Try::Done { status, latency } => {
+                lock(&ctx.tally).hist.record(latency);
+                return finish(OutcomeKind::Delivered, Some(status), attempt, None, latency);
+            }
+            Try::Final {
+                error,
+                status,
+                latency,
+            } => {
+                lock(&ctx.tally).hist.record(latency);
+                return finish(OutcomeKind::Failed, status, attempt, Some(error), latency);
+            }
+            Try::Unauthorized { latency, body } => {
+                last_status = Some(401);
+                last_latency = latency;
+                match (&ctx.env.tokens, refreshed) {
+                    (Some(t), false) => {
+                        // Refresh the token once and try again at once.
+                        t.invalidate(&ctx.compiled.dest);
+                        refreshed = true;
+                        attempt -= 1;
+                        continue;
+                    }
+                    _ => {
+                        return finish(
+                            OutcomeKind::Failed,
+                            Some(401),
+                            attempt,
+                            Some(format!("HTTP 401: {body}")),
+                            latency,
+                        );
+                    }
+                }
+            }
+            Try::Retry {
+                wait,
+                reason,
+                status,
+                latency,
+            } => {
+                last_status = status;
+                last_latency = latency;
+                if attempt >= max_attempts {
+                    return finish(
+                        OutcomeKind::Failed,
+                        status,
+                        attempt,
+                        Some(format!("{reason} (gave up after {attempt} attempts)")),
+                        latency,
+                    );
+                }
+                (wait, reason)
+            }
+        };
+        lock(&ctx.tally).stats.retrying += 1;
+        ctx.report
+            .retrying(&ctx.job, request_no, attempt, wait, &reason);
+        let slept = tokio::select! {
+            () = tokio::time::sleep(wait) => true,
+            () = until_cancelled(control.clone()) => false,
+        };
+        lock(&ctx.tally).stats.retrying -= 1;
+        if !slept {
+            return finish(
+                OutcomeKind::Cancelled,
+                last_status,
+                attempt,
+                Some("cancelled".into()),
+                last_latency,
+            );
+        }
+    }
+}
+
+async fn attempt_once(ctx: &Ctx, request_no: u64, attempt: u32, req: &mut RenderedRequest) -> Try {
+    let dest = &ctx.compiled.dest;
+    let policy = &dest.delivery;
+    let render_ctx = RenderCtx::new(ctx.env.secrets.clone());
+    // Timestamps, JWTs and signatures are fresh for every attempt.
+    if let Err(e) = ctx.compiled.sign(req, &render_ctx) {
+        return Try::Final {
+            error: e.to_string(),
+            status: None,
+            latency: Duration::ZERO,
+        };
+    }
+    if is_oauth(dest) {
+        match &ctx.env.tokens {
+            Some(t) => match t.token(dest).await {
+                Ok(tok) => req.set_bearer_token(&tok),
+                Err(e) => {
+                    return Try::Retry {
+                        wait: backoff(policy, attempt),
+                        reason: format!("OAuth2 token: {e}"),
+                        status: None,
+                        latency: Duration::ZERO,
+                    };
+                }
+            },
+            None => {
+                return Try::Final {
+                    error: "OAuth2 is not available in this context".into(),
+                    status: None,
+                    latency: Duration::ZERO,
+                };
+            }
+        }
+    }
+    let method = reqwest::Method::from_bytes(req.method.as_str().as_bytes())
+        .unwrap_or(reqwest::Method::POST);
+    let mut rb = ctx
+        .env
+        .client
+        .request(method, &req.url)
+        .timeout(Duration::from_millis(policy.timeout_ms.max(1)));
+    for (n, v) in &req.headers {
+        rb = rb.header(n.as_str(), v.as_str());
+    }
+    if let Some(b) = &req.body {
+        rb = rb.body(b.clone());
+    }
+    let started = Instant::now();
+    let sent = rb.send().await;
+    let mut log = AttemptLog {
+        job: ctx.job.clone(),
+        request_no,
+        attempt,
+        method: req.method.as_str().to_owned(),
+        url: req.redacted_url(),
+        request_headers: req.redacted_headers(),
+        status: None,
+        response_headers: Vec::new(),
+        response_body: Vec::new(),
+        latency_ms: 0.0,
+        error: None,
+    };
+    let result = match sent {
+        Ok(mut resp) => {
+            let status = resp.status().as_u16();
+            log.status = Some(status);
+            log.response_headers = resp
+                .headers()
+                .iter()
+                .map(|(n, v)| {
+                    (
+                        n.as_str().to_owned(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect();
+            let retry_after_hdr = resp
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let location = resp
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let mut body = Vec::new();
+            while let Ok(Some(c)) = resp.chunk().await {
+                let room = RESPONSE_KEEP_BYTES.saturating_sub(body.len());
+                body.extend_from_slice(&c[..c.len().min(room)]);
+                if body.len() >= RESPONSE_KEEP_BYTES {
+                    break;
+                }
+            }
+            let latency = started.elapsed();
+            let text = snippet(&body);
+            log.response_body = body;
+            if (200..300).contains(&status) {
+                Try::Done { status, latency }
+            } else if status == 401 && is_oauth(dest) {
+                Try::Unauthorized {
+                    latency,
+                    body: text,
+                }
+            } else if retryable_status(status) {
+                let cap = Duration::from_secs(policy.retry_after_cap_s);
+                let (wait, why) = match retry_after_hdr.as_deref().and_then(|v| retry_after(v, cap))
+                {
+                    Some(w) => (
+                        w,
+                        format!("HTTP {status} (Retry-After {}s)", w.as_secs_f64()),
+                    ),
+                    None => (backoff(policy, attempt), format!("HTTP {status}")),
+                };
+                Try::Retry {
+                    wait,
+                    reason: if text.is_empty() {
+                        why
+                    } else {
+                        format!("{why}: {text}")
+                    },
+                    status: Some(status),
+                    latency,
+                }
+            } else if (300..400).contains(&status) {
+                let to = location.map_or_else(String::new, |l| format!(" to {l}"));
+                Try::Final {
+                    error: format!(
+                        "HTTP {status}: redirect{to} not followed (only 2xx is success)"
+                    ),
+                    status: Some(status),
+                    latency,
+                }
+            } else {
+                Try::Final {
+                    error: format!("HTTP {status}: {text}"),
+                    status: Some(status),
+                    latency,
+                }
+            }
+        }
+        Err(e) => {
+            let latency = started.elapsed();
+            let what = if e.is_timeout() {
+                format!("timed out after {} ms", policy.timeout_ms)
+            } else if e.is_connect() {
+                format!("connection failed: {}", root_cause(&e))
+            } else {
+                format!("request failed: {}", root_cause(&e))
+            };
+            if e.is_builder() {
+                Try::Final {
+                    error: what,
+                    status: None,
+                    latency,
+                }
+            } else {
+                Try::Retry {
+                    wait: backoff(policy, attempt),
+                    reason: what,
+                    status: None,
+                    latency,
+                }
+            }
+        }
+    };
+    if let Try::Retry { reason, .. } | Try::Final { error: reason, .. } = &result {
+        log.error = Some(reason.clone());
+    }
+    log.latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    ctx.env.log.attempt(log);
+    result
+}
+
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    let mut parts = vec![cur.to_string()];
+    while let Some(next) = cur.source() {
+        let s = next.to_string();
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+        cur = next;
+    }
+    parts.join(": ")
+}
+
+/// A short, printable excerpt of a response body for error messages.
+fn snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(512)]);
+    let mut s: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if body.len() > 512 {
+        s.push('…');
+    }
+    s.trim().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates_and_is_capped() {
+        let cap = Duration::from_mins(5);
+        assert_eq!(retry_after("7", cap), Some(Duration::from_secs(7)));
+        assert_eq!(retry_after("100000", cap), Some(cap));
+        let soon = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(30));
+        let d = retry_after(&soon, cap).expect("date");
+        assert!(
+            d <= Duration::from_secs(30) && d >= Duration::from_secs(28),
+            "{d:?}"
+        );
+        assert_eq!(retry_after("soon", cap), None);
+    }
+
+    #[test]
+    fn backoff_is_full_jitter_under_an_exponential_ceiling() {
+        let p = Delivery {
+            backoff_initial_ms: 100,
+            backoff_max_ms: 1000,
+            ..Delivery::default()
+        };
+        for attempt in 1..10 {
+            let ceiling = (100.0 * 2f64.powi(attempt as i32 - 1)).min(1000.0);
+            for _ in 0..50 {
+                assert!(backoff(&p, attempt).as_secs_f64() * 1000.0 <= ceiling + 0.001);
+            }
+        }
+    }
+
+    #[test]
+    fn only_5xx_408_429_are_retryable() {
+        for s in [500, 502, 503, 599, 408, 429] {
+            assert!(retryable_status(s), "{s}");
+        }
+        for s in [200, 301, 302, 400, 401, 403, 404, 409, 422] {
+            assert!(!retryable_status(s), "{s}");
+        }
+    }
+}

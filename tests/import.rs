@@ -228,12 +228,18 @@ fn har_errors_name_the_url_without_its_query_string() {
     ]}});
     let imp = import_bytes(har.to_string().as_bytes(), "x.har").expect("imports");
     let msg = imp.errors[0].to_string();
-    assert!(msg.starts_with("entry 0 (POST https://h.example/hook)"), "{msg}");
+    assert!(
+        msg.starts_with("entry 0 (POST https://h.example/hook)"),
+        "{msg}"
+    );
     assert!(!msg.contains("topsecret") && !msg.contains("pw@"), "{msg}");
 }
 
 #[test]
 fn a_line_that_is_not_json_is_a_syntax_error_not_a_number() {
     let imp = import_bytes(b"{\"a\":1}\nnope\n", "x.ndjson").expect("imports");
-    assert_eq!(imp.errors[0].to_string(), "line 2: expected ident at column 2");
+    assert_eq!(
+        imp.errors[0].to_string(),
+        "line 2: expected ident at column 2"
+    );
 }

@@ -158,7 +158,7 @@ impl Sink {
     }
 }
 
-/// A parse error for one item. On an NDJSON line serde_json's "at line 1" is noise
+/// A parse error for one item. On an NDJSON line `serde_json`'s "at line 1" is noise
 /// (`line 3: expected value at column 1` reads right); elsewhere its position is kept.
 fn json_error(e: &serde_json::Error, at: Location) -> ImportError {
     let message = match at {
@@ -266,7 +266,9 @@ fn har(entries: &[Value], sink: &mut Sink) {
         let what = format!(
             "{} {}",
             req["method"].as_str().unwrap_or("?"),
-            req["url"].as_str().map_or_else(|| "?".to_owned(), display_url)
+            req["url"]
+                .as_str()
+                .map_or_else(|| "?".to_owned(), display_url)
         );
         match req
             .get("postData")

@@ -30,8 +30,15 @@ export HOOKLINE_REQUIRE_KEYRING=1
 XDG_RUNTIME_DIR="$(mktemp -d)"
 chmod 700 "$XDG_RUNTIME_DIR"
 export XDG_RUNTIME_DIR
+# A throwaway keyring: gnome-keyring keeps its files under $XDG_DATA_HOME/keyrings, and
+# with the user's own directory `--unlock` would open (or create) their real login
+# keyring with our password; if one exists with another password, every write fails
+# with "prompt dismissed". Only the daemon gets this directory, not the tests.
+KEYRING_DATA="$(mktemp -d)"
+chmod 700 "$KEYRING_DATA"
+export KEYRING_DATA
 exec dbus-run-session -- sh -c '
-  eval "$(printf "hookline-test\n" | gnome-keyring-daemon --unlock --components=secrets)" >/dev/null
+  eval "$(printf "hookline-test\n" | XDG_DATA_HOME="$KEYRING_DATA" gnome-keyring-daemon --unlock --components=secrets)" >/dev/null
   export GNOME_KEYRING_CONTROL SSH_AUTH_SOCK
   cargo test --locked --all-targets "$@"
 ' sh "$@"

@@ -184,3 +184,62 @@ fn a_50_mb_event_file_imports_whole() {
     assert_eq!(imp.events.len(), n);
     assert!(imp.errors.is_empty());
 }
+
+#[test]
+fn ndjson_with_a_broken_first_line_keeps_the_good_lines() {
+    let imp = import_bytes(b"{\"a\":\n{\"a\":2}\n{\"a\":3}\n", "x.ndjson").expect("imports");
+    assert_eq!(imp.format, Some(Format::Ndjson));
+    assert_eq!(values(&imp.events), vec![json!({"a": 2}), json!({"a": 3})]);
+    assert_eq!(imp.errors.len(), 1);
+    assert_eq!(imp.errors[0].location, Location::Line(1));
+}
+
+#[test]
+fn ndjson_line_errors_give_the_column_within_the_line() {
+    let imp = import_bytes(b"{\"a\":1}\n{\"b\":2}\n,\n", "x.ndjson").expect("imports");
+    assert_eq!(imp.events.len(), 2);
+    assert_eq!(
+        imp.errors[0].to_string(),
+        "line 3: expected value at column 1"
+    );
+}
+
+#[test]
+fn a_broken_pretty_printed_object_is_one_syntax_error_not_ndjson() {
+    let e = import_bytes(
+        b"{\n  \"type\": \"track\",\n  \"event\": \"x\"\n  \"userId\": 1\n}\n",
+        "p.json",
+    )
+    .expect_err("broken");
+    assert!(e.to_string().contains("line 4 column 3"), "{e}");
+}
+
+#[test]
+fn a_broken_array_of_one_object_per_line_is_one_syntax_error() {
+    let e = import_bytes(b"[\n{\"a\":1},\n{\"a\":2}\n{\"a\":3}\n]\n", "a.json")
+        .expect_err("missing comma");
+    assert!(e.to_string().contains("line 4"), "{e}");
+}
+
+#[test]
+fn har_errors_name_the_url_without_its_query_string() {
+    let har = json!({"log": {"entries": [
+        {"request": {"method": "POST", "url": "https://u:pw@h.example/hook?api_key=topsecret", "postData": {"text": "[1]"}}}
+    ]}});
+    let imp = import_bytes(har.to_string().as_bytes(), "x.har").expect("imports");
+    let msg = imp.errors[0].to_string();
+    assert!(
+        msg.starts_with("entry 0 (POST https://h.example/hook)"),
+        "{msg}"
+    );
+    assert!(!msg.contains("topsecret") && !msg.contains("pw@"), "{msg}");
+}
+
+#[test]
+fn a_line_that_is_not_json_is_a_syntax_error_not_a_number() {
+    let imp = import_bytes(b"{\"a\":1}\nnope\n", "x.ndjson").expect("imports");
+    assert_eq!(
+        imp.errors[0].to_string(),
+        "line 2: expected ident at column 2"
+    );
+}

@@ -90,3 +90,100 @@ fn env_child() {
         "the environment is read-only"
     );
 }
+
+#[test]
+fn keyring_store_errors_never_contain_the_stored_bytes() {
+    use keyring_core::mock;
+    let store: Arc<keyring_core::CredentialStore> = mock::Store::new().expect("mock store");
+    let k = KeyringSecrets::with_store(store.clone(), "hookline-test");
+    let entry = store
+        .build("hookline-test", "bad-bytes", None)
+        .expect("entry");
+    let cred: &mock::Cred = entry.as_any().downcast_ref().expect("mock cred");
+    cred.set_error(keyring_core::Error::BadEncoding(b"hunter2-leaked".to_vec()));
+    let e = k.get("bad-bytes").expect_err("bad encoding");
+    let shown = format!("{e} {e:?}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(shown.contains("bad-bytes"), "{shown}");
+}
+
+#[test]
+fn keyring_over_the_mock_store_round_trips() {
+    let store: Arc<keyring_core::CredentialStore> =
+        keyring_core::mock::Store::new().expect("mock store");
+    round_trip(&KeyringSecrets::with_store(store, "hookline-test"));
+}
+
+/// Runs `test` (an ignored test in this binary) in a child process with `envs` added.
+fn run_child(test: &str, envs: &[(&str, &str)]) {
+    let out = std::process::Command::new(std::env::current_exe().expect("exe"))
+        .args(["--exact", test, "--nocapture", "--include-ignored"])
+        .envs(envs.iter().copied())
+        .output()
+        .expect("child runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    print!("{stdout}");
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn no_dbus_session_is_a_no_keyring_error_not_a_panic() {
+    run_child(
+        "no_dbus_child",
+        &[(
+            "DBUS_SESSION_BUS_ADDRESS",
+            "unix:path=/nonexistent/hookline-test-bus",
+        )],
+    );
+}
+
+#[test]
+#[ignore = "run by no_dbus_session_is_a_no_keyring_error_not_a_panic in a child process"]
+fn no_dbus_child() {
+    let isolated =
+        std::env::var("DBUS_SESSION_BUS_ADDRESS").is_ok_and(|a| a.contains("/nonexistent/"));
+    if !cfg!(target_os = "linux") || !isolated {
+        return; // only meaningful in the child, with the bus pointed nowhere
+    }
+    let e = KeyringSecrets::open().expect_err("no bus, no keyring");
+    assert!(
+        matches!(e, hookline::core::secret::SecretError::NoKeyring(_)),
+        "{e:?}"
+    );
+    let (secrets, why) = hookline::store::keyring::default_secrets();
+    assert!(why.is_some_and(|w| w.starts_with("no keyring available")));
+    assert!(secrets.get("nothing-here").is_err(), "env only, and unset");
+}
+
+#[test]
+fn default_secrets_prefers_the_environment_over_a_keyring_entry() {
+    run_child(
+        "env_over_keyring_child",
+        &[("HOOKLINE_SECRET_HOOKLINE_TEST_OVERRIDDEN", "from-env")],
+    );
+}
+
+#[test]
+#[ignore = "run by default_secrets_prefers_the_environment_over_a_keyring_entry in a child process"]
+fn env_over_keyring_child() {
+    if std::env::var_os("HOOKLINE_SECRET_HOOKLINE_TEST_OVERRIDDEN").is_none() {
+        return; // only meaningful in the child, with the variable set
+    }
+    // With a real keyring, put another value there under the real service first.
+    let name = "hookline-test-overridden";
+    let keyring = KeyringSecrets::open().ok();
+    let stored = keyring
+        .as_ref()
+        .is_some_and(|k| k.set(name, &Secret::new("from-keyring")).is_ok());
+    let (secrets, _) = hookline::store::keyring::default_secrets();
+    let got = secrets.get(name);
+    if let Some(k) = &keyring {
+        let _ = k.delete(name);
+    }
+    println!("a keyring entry was also present: {stored}");
+    assert_eq!(got.expect("resolves").expose(), "from-env");
+}

@@ -164,3 +164,51 @@ fn the_shipped_sample_workspace_loads_and_compiles() {
         CompiledDestination::compile(d).unwrap_or_else(|e| panic!("{e:?}"));
     }
 }
+
+#[test]
+fn save_replaces_the_file_and_leaves_no_temporary_files() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("ws.json");
+    std::fs::write(&path, "old contents").expect("write");
+    let ws = hookline::core::model::Workspace::default();
+    save(&path, &ws).expect("saves");
+    save(&path, &ws).expect("saves again");
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("read_dir")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(names, [std::ffi::OsString::from("ws.json")]);
+    assert_eq!(load(&path).expect("reloads"), ws);
+}
+
+#[cfg(unix)]
+#[test]
+fn save_keeps_the_permissions_of_the_file_it_replaces() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("ws.json");
+    std::fs::write(&path, "{}").expect("write");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    save(&path, &hookline::core::model::Workspace::default()).expect("saves");
+    let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+#[test]
+fn save_into_a_missing_directory_names_the_file() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("no-such-dir").join("ws.json");
+    let e = save(&path, &hookline::core::model::Workspace::default()).expect_err("no dir");
+    assert!(e.to_string().contains("no-such-dir/ws.json"), "{e}");
+}
+
+#[test]
+fn a_wrong_type_names_path_line_and_column() {
+    let e = err(
+        "{\n  \"version\": 1,\n  \"destinations\": [\n    {\"name\": \"a\", \"url\": \"http://x\", \"delivery\": {\"timeout_ms\": \"soon\"}}\n  ]\n}\n",
+    );
+    assert!(
+        e.starts_with("ws.json:4:70: destinations[0].delivery.timeout_ms: invalid type: string \"soon\", expected u64"),
+        "{e}"
+    );
+}

@@ -118,6 +118,12 @@ impl Sink {
     fn push(&mut self, json: &str, at: Location) {
         let trimmed = json.trim_start();
         if !trimmed.starts_with('{') {
+            // Valid JSON of another kind is "not an object"; anything else (`,`, `nope`)
+            // is a syntax error and says so.
+            if let Err(e) = serde_json::from_str::<IgnoredAny>(json) {
+                self.errors.push(json_error(&e, at));
+                return;
+            }
             let what = match trimmed.as_bytes().first() {
                 Some(b'[') => "an array",
                 Some(b'"') => "a string",
@@ -139,26 +145,47 @@ impl Sink {
                 }
                 Ok(_) => match serde_json::from_str::<Value>(json) {
                     Ok(v) => self.texts.push(v.to_string().into_boxed_str()),
-                    Err(e) => self.errors.push(ImportError {
-                        location: at,
-                        message: e.to_string(),
-                    }),
+                    Err(e) => self.errors.push(json_error(&e, at)),
                 },
-                Err(e) => self.errors.push(ImportError {
-                    location: at,
-                    message: e.to_string(),
-                }),
+                Err(e) => self.errors.push(json_error(&e, at)),
             }
         } else {
             match serde_json::from_str::<Value>(json) {
                 Ok(v) => self.values.push(v),
-                Err(e) => self.errors.push(ImportError {
-                    location: at,
-                    message: e.to_string(),
-                }),
+                Err(e) => self.errors.push(json_error(&e, at)),
             }
         }
     }
+}
+
+/// A parse error for one item. On an NDJSON line `serde_json`'s "at line 1" is noise
+/// (`line 3: expected value at column 1` reads right); elsewhere its position is kept.
+fn json_error(e: &serde_json::Error, at: Location) -> ImportError {
+    let message = match at {
+        Location::Line(_) => {
+            let full = e.to_string();
+            let suffix = format!(" at line {} column {}", e.line(), e.column());
+            match full.strip_suffix(&suffix) {
+                Some(bare) => format!("{bare} at column {}", e.column()),
+                None => full,
+            }
+        }
+        _ => e.to_string(),
+    };
+    ImportError {
+        location: at,
+        message,
+    }
+}
+
+/// Some non-blank line is a JSON object on its own. Lines of a pretty-printed document
+/// (`{`, `"a": 1,`) are not, so a broken pretty-printed object stays one syntax error,
+/// while NDJSON whose first line is bad still keeps all its good lines.
+fn some_line_is_an_object(s: &str) -> bool {
+    s.lines().any(|l| {
+        let l = l.trim();
+        l.starts_with('{') && serde_json::from_str::<IgnoredAny>(l).is_ok()
+    })
 }
 
 fn import(bytes: &[u8], origin: &str, text: bool) -> Result<Imported, ImportFileError> {
@@ -203,9 +230,12 @@ fn import(bytes: &[u8], origin: &str, text: bool) -> Result<Imported, ImportFile
                 }
             }
             Err(whole) => {
-                // NDJSON when the first non-blank line is a JSON value on its own.
+                // NDJSON when the first non-blank line is a JSON value on its own, or
+                // (first line broken) the input is objects and some line is one by itself.
                 let first = s.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
-                if serde_json::from_str::<IgnoredAny>(first).is_err() {
+                if serde_json::from_str::<IgnoredAny>(first).is_err()
+                    && !(body.starts_with('{') && some_line_is_an_object(s))
+                {
                     return Err(invalid(format!("not valid JSON: {whole}")));
                 }
                 for (n, line) in s.split('\n').enumerate() {
@@ -236,7 +266,9 @@ fn har(entries: &[Value], sink: &mut Sink) {
         let what = format!(
             "{} {}",
             req["method"].as_str().unwrap_or("?"),
-            req["url"].as_str().unwrap_or("?")
+            req["url"]
+                .as_str()
+                .map_or_else(|| "?".to_owned(), display_url)
         );
         match req
             .get("postData")
@@ -249,5 +281,41 @@ fn har(entries: &[Value], sink: &mut Sink) {
                 message: "has no request body".into(),
             }),
         }
+    }
+}
+
+/// A URL for messages: no userinfo, query or fragment (HAR URLs often carry API keys
+/// and tokens there), at most 100 characters.
+fn display_url(url: &str) -> String {
+    let end = url.find(['?', '#']).unwrap_or(url.len());
+    let url = &url[..end];
+    let shown = match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority_end = rest.find('/').unwrap_or(rest.len());
+            match rest[..authority_end].rfind('@') {
+                Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
+                None => url.to_owned(),
+            }
+        }
+        None => url.to_owned(),
+    };
+    if shown.chars().count() > 100 {
+        shown.chars().take(99).chain(std::iter::once('…')).collect()
+    } else {
+        shown
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_url_drops_query_fragment_and_credentials() {
+        assert_eq!(
+            display_url("https://user:pw@example.com/hook?api_key=abc#x"),
+            "https://example.com/hook"
+        );
+        assert_eq!(display_url("http://h/p"), "http://h/p");
     }
 }

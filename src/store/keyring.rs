@@ -63,6 +63,15 @@ impl KeyringSecrets {
         })
     }
 
+    /// Any `keyring-core` store under `service`, e.g. `keyring_core::mock::Store` in
+    /// tests that need to inject store failures.
+    pub fn with_store(store: Arc<CredentialStore>, service: &str) -> Self {
+        Self {
+            store,
+            service: service.to_owned(),
+        }
+    }
+
     fn entry(&self, name: &str) -> Result<Entry, SecretError> {
         self.store
             .build(&self.service, name, None)

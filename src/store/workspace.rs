@@ -1,7 +1,9 @@
 //! The workspace file: load (with errors that name the file, line, column and JSON
 //! path), version checks and migrations, and atomic, stable saving.
 
-use std::path::Path;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::Value;
 
@@ -128,7 +130,10 @@ pub fn migrate_with(
     Ok(value)
 }
 
-/// Save pretty-printed with a trailing newline, atomically (temp file + rename).
+/// Save pretty-printed with a trailing newline, atomically: the bytes go to a fresh
+/// temporary file in the same directory (flushed to disk, with the old file's
+/// permissions), which then replaces `path`. A crash, a full disk or a second save
+/// running at the same time never leaves a half-written workspace or a stray temp file.
 pub fn save(path: &Path, ws: &Workspace) -> Result<(), WorkspaceError> {
     let p = path.display().to_string();
     let mut text = serde_json::to_string_pretty(ws).map_err(|e| WorkspaceError::Io {
@@ -140,15 +145,49 @@ pub fn save(path: &Path, ws: &Workspace) -> Result<(), WorkspaceError> {
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("workspace.json")
-    ));
-    std::fs::write(&tmp, text).map_err(|source| WorkspaceError::Io {
-        path: tmp.display().to_string(),
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("workspace.json");
+    let (tmp, mut file) = create_temp(dir, name).map_err(|source| WorkspaceError::Io {
+        path: p.clone(),
         source,
     })?;
-    std::fs::rename(&tmp, path).map_err(|source| WorkspaceError::Io { path: p, source })
+    let written = (|| {
+        file.write_all(text.as_bytes())?;
+        if let Ok(meta) = std::fs::metadata(path) {
+            file.set_permissions(meta.permissions())?;
+        }
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&tmp, path)
+    })();
+    written.map_err(|source| {
+        let _ = std::fs::remove_file(&tmp);
+        WorkspaceError::Io { path: p, source }
+    })
+}
+
+/// A new file `.<name>.<pid>.<n>.tmp` next to the target; `create_new` so two saves
+/// (or two processes) never write into the same temporary file.
+fn create_temp(dir: &Path, name: &str) -> std::io::Result<(PathBuf, std::fs::File)> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let pid = std::process::id();
+    let mut attempts = 0;
+    loop {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let tmp = dir.join(format!(".{name}.{pid}.{n}.tmp"));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+        {
+            Ok(f) => return Ok((tmp, f)),
+            // A stale file from an earlier process with the same pid: try the next name.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempts < 100 => {
+                attempts += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }

@@ -155,8 +155,31 @@ async fn token_request(
     })
 }
 
-/// One destination's token, behind an async lock so only one fetch runs at a time.
-type Slot = Arc<tokio::sync::Mutex<Option<Cached>>>;
+/// One destination's token. The cached value sits behind a plain mutex, so reading
+/// and invalidating never wait on (or miss because of) a fetch; `fetching` makes
+/// concurrent callers share one fetch.
+#[derive(Default)]
+struct SlotInner {
+    cached: Mutex<Option<Cached>>,
+    fetching: tokio::sync::Mutex<()>,
+}
+
+type Slot = Arc<SlotInner>;
+
+impl SlotInner {
+    fn cached(&self) -> std::sync::MutexGuard<'_, Option<Cached>> {
+        self.cached
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn fresh(&self) -> Option<Secret> {
+        self.cached()
+            .as_ref()
+            .filter(|c| Instant::now() < c.stale_at)
+            .map(|c| c.token.clone())
+    }
+}
 
 struct Cached {
     token: Secret,
@@ -191,36 +214,29 @@ impl TokenCache {
             .clone()
     }
 
-    /// Forget the token for `key` only if it is still `rejected` (a 401 answered it).
-    /// Requests rejected with an old token that was already replaced change nothing.
-    pub fn invalidate_token(&self, key: &str, rejected: &Secret) {
-        let slot = self
-            .slots
+    fn existing(&self, key: &str) -> Option<Slot> {
+        self.slots
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(key)
-            .cloned();
-        if let Some(slot) = slot
-            && let Ok(mut g) = slot.try_lock()
-            && g.as_ref().is_some_and(|c| c.token == *rejected)
-        {
-            *g = None;
+            .cloned()
+    }
+
+    /// Forget the token for `key` only if it is still `rejected` (a 401 answered it).
+    /// Requests rejected with an old token that was already replaced change nothing.
+    pub fn invalidate_token(&self, key: &str, rejected: &Secret) {
+        if let Some(slot) = self.existing(key) {
+            let mut c = slot.cached();
+            if c.as_ref().is_some_and(|c| c.token == *rejected) {
+                *c = None;
+            }
         }
     }
 
     /// Forget the token for `key` so the next call fetches a new one.
     pub fn invalidate(&self, key: &str) {
-        if let Some(slot) = self
-            .slots
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(key)
-        {
-            if let Ok(mut g) = slot.try_lock() {
-                *g = None;
-            } else {
-                // A fetch is under way; it will store a fresh token anyway.
-            }
+        if let Some(slot) = self.existing(key) {
+            *slot.cached() = None;
         }
     }
 
@@ -233,15 +249,17 @@ impl TokenCache {
         secrets: &Secrets,
     ) -> Result<Secret, OAuthError> {
         let slot = self.slot(key);
-        let mut guard = slot.lock().await;
-        if let Some(c) = guard.as_ref()
-            && Instant::now() < c.stale_at
-        {
-            return Ok(c.token.clone());
+        if let Some(t) = slot.fresh() {
+            return Ok(t);
+        }
+        let _one_fetch = slot.fetching.lock().await;
+        // Another caller may have fetched while we waited.
+        if let Some(t) = slot.fresh() {
+            return Ok(t);
         }
         let set = fetch(key, auth, client, secrets).await?;
         let token = set.access_token.clone();
-        *guard = Some(Cached {
+        *slot.cached() = Some(Cached {
             token: token.clone(),
             stale_at: stale_at(set.expires_in),
         });
@@ -249,12 +267,10 @@ impl TokenCache {
     }
 
     fn store(&self, key: &str, set: &TokenSet) {
-        if let Ok(mut g) = self.slot(key).try_lock() {
-            *g = Some(Cached {
-                token: set.access_token.clone(),
-                stale_at: stale_at(set.expires_in),
-            });
-        }
+        *self.slot(key).cached() = Some(Cached {
+            token: set.access_token.clone(),
+            stale_at: stale_at(set.expires_in),
+        });
     }
 }
 

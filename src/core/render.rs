@@ -240,6 +240,8 @@ pub struct CompiledDestination {
     uses_templates: bool,
     /// The checked URL when it is fixed text.
     static_url: Option<String>,
+    /// Its origin (`https://host:port`), which event data may never change.
+    static_origin: Option<String>,
     /// When nothing depends on the event (batched whole events, fixed URL and
     /// headers, no trigger): the prepared shape every event shares.
     passthrough: Option<Box<PreparedEvent>>,
@@ -250,6 +252,36 @@ fn is_token(s: &str) -> bool {
     !s.is_empty()
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Headers that frame the message or the connection. The HTTP client sets them from
+/// the request itself; taken from configuration or event data they would let a
+/// template or an event cut the body short or smuggle a second request.
+pub const FRAMING_HEADERS: [&str; 9] = [
+    "Content-Length",
+    "Transfer-Encoding",
+    "Host",
+    "Connection",
+    "Keep-Alive",
+    "Upgrade",
+    "TE",
+    "Trailer",
+    "Proxy-Connection",
+];
+
+/// Most header keys an event's `header` object may hold.
+pub const MAX_EVENT_HEADERS: usize = 256;
+
+/// `Some(message)` when `name` is a framing header, which is never configurable.
+pub fn framing_header(name: &str) -> Option<String> {
+    FRAMING_HEADERS
+        .iter()
+        .any(|h| h.eq_ignore_ascii_case(name))
+        .then(|| {
+            format!(
+                "\"{name}\" frames the request and is set by Hookline itself; it cannot be set by configuration or events"
+            )
+        })
 }
 
 /// Header values: no CR, LF or other control characters, ever.
@@ -304,6 +336,12 @@ impl CompiledDestination {
             err("name", "is empty".into());
         }
         let url = tpl(&mut templates, "url", &dest.url, &mut err);
+        if authority_uses_event(&dest.url) {
+            err(
+                "url",
+                "the scheme, host and port may not come from event data (event data may change only the path)".into(),
+            );
+        }
         if let Tpl::Static(u) = &url
             && let Err(m) = check_url(u)
         {
@@ -314,6 +352,8 @@ impl CompiledDestination {
             let field = format!("headers.{name}");
             if !is_token(name) {
                 err(&field, format!("\"{name}\" is not a valid header name"));
+            } else if let Some(m) = framing_header(name) {
+                err(&field, m);
             }
             let t = tpl(&mut templates, &field, value, &mut err);
             if let Tpl::Static(v) = &t {
@@ -480,6 +520,10 @@ impl CompiledDestination {
                 Some(u) => check_url(u).ok().map(String::from),
                 None => None,
             },
+            static_origin: url_tpl_static
+                .as_deref()
+                .and_then(|u| check_url(u).ok())
+                .map(|u| u.origin().ascii_serialization()),
             passthrough: None,
         };
         let d = &compiled.dest;
@@ -497,6 +541,29 @@ impl CompiledDestination {
             }
         }
         Ok(compiled)
+    }
+
+    /// The destination's origin: the URL template rendered without event data.
+    fn origin(&self, ctx: &RenderCtx) -> Result<String, RenderError> {
+        if let Some(o) = &self.static_origin {
+            return Ok(o.clone());
+        }
+        let scope = Arc::new(SecretScope {
+            secrets: ctx.secrets.clone(),
+            used: Mutex::default(),
+        });
+        let empty = Arc::new(Value::Object(Map::new()));
+        let u = self
+            .templates
+            .render(&self.url, &template::context(&empty, &scope))
+            .map_err(|e| self.tfail(&e))?;
+        check_url(&u)
+            .map(|u| u.origin().ascii_serialization())
+            .map_err(|m| {
+                self.fail(format!(
+                    "url: without event data the URL is not valid ({m}); the scheme, host and port must not depend on event data"
+                ))
+            })
     }
 
     fn fail(&self, message: impl Into<String>) -> RenderError {
@@ -594,16 +661,21 @@ impl CompiledDestination {
                     || o.contains_key("fullPath")
             });
 
-        // URL: template, then appendPath / fullPath, then query.
+        // URL: template, then appendPath / fullPath, then query. Event data may move
+        // the path only: the origin (scheme, host, port) is the destination's.
         let mut url = self
             .templates
             .render(&self.url, &tctx())
             .map_err(|e| self.tfail(&e))?;
+        let mut moved = false;
         if d.dynamic_overrides {
             if let Some(full) = event.get("fullPath").and_then(Value::as_str) {
-                url = replace_path(&url, full);
+                url = replace_path(&url, full).map_err(|m| self.fail(format!("fullPath: {m}")))?;
+                moved = true;
             } else if let Some(append) = event.get("appendPath").and_then(Value::as_str) {
-                url.push_str(append);
+                url =
+                    append_path(&url, append).map_err(|m| self.fail(format!("appendPath: {m}")))?;
+                moved = true;
             }
         }
         let mut query: Vec<(String, String)> = Vec::with_capacity(self.query.len());
@@ -630,6 +702,12 @@ impl CompiledDestination {
         if d.dynamic_overrides
             && let Some(Value::Object(h)) = event.get("header")
         {
+            if h.len() > MAX_EVENT_HEADERS {
+                return Err(self.fail(format!(
+                    "event header object has {} keys; at most {MAX_EVENT_HEADERS} are accepted",
+                    h.len()
+                )));
+            }
             for (name, v) in h {
                 if let Value::String(v) = v {
                     if !is_token(name) {
@@ -637,11 +715,15 @@ impl CompiledDestination {
                             "event header \"{name}\" is not a valid header name"
                         )));
                     }
+                    if let Some(m) = framing_header(name) {
+                        return Err(self.fail(format!("event header {m}")));
+                    }
                     check_header_value(name, v).map_err(|m| self.fail(format!("event {m}")))?;
                     set_header(&mut headers, name, v.clone());
                 }
             }
         }
+        let url_origin = (moved || self.static_url.is_none()).then(|| self.origin(ctx));
 
         // Body.
         let mut mapped = || -> Result<Value, RenderError> {
@@ -728,8 +810,21 @@ impl CompiledDestination {
 
         let url = match &self.static_url {
             // The common case: a fixed URL, nothing to append. Checked once, at compile time.
-            Some(fixed) if query.is_empty() && url == d.url => fixed.clone(),
-            _ => finish_url(&url, &query).map_err(|m| self.fail(format!("url: {m}")))?,
+            Some(fixed) if query.is_empty() && !moved => fixed.clone(),
+            _ => {
+                let parsed =
+                    finish_url_parsed(&url, &query).map_err(|m| self.fail(format!("url: {m}")))?;
+                if let Some(origin) = url_origin {
+                    let origin = origin?;
+                    let got = parsed.origin().ascii_serialization();
+                    if got != origin {
+                        return Err(self.fail(format!(
+                            "url: event data would send this request to {got} instead of {origin}; event data may change only the path (scheme, host and port come from the destination)"
+                        )));
+                    }
+                }
+                parsed.into()
+            }
         };
         let jwt_claims = if self.jwt_claims.is_empty() && !matches!(d.auth, Auth::Jwt { .. }) {
             None
@@ -1074,6 +1169,35 @@ fn check_auth_and_signing(dest: &Destination, err: &mut dyn FnMut(&str, String))
     }
 }
 
+/// Whether a URL template's scheme or authority (before the path) reads `event`.
+fn authority_uses_event(src: &str) -> bool {
+    // The authority ends at the first `/`, `?` or `#` after `://` outside a tag.
+    let start = src.find("://").map_or(0, |i| i + 3);
+    let (mut depth, mut end) = (0usize, src.len());
+    let b = src.as_bytes();
+    let mut i = start;
+    while i < b.len() {
+        match b[i] {
+            b'{' if b.get(i + 1).is_some_and(|c| matches!(c, b'{' | b'%')) => {
+                depth += 1;
+                i += 1;
+            }
+            b'}' | b'%' if depth > 0 && b.get(i + 1) == Some(&b'}') => {
+                depth -= 1;
+                i += 1;
+            }
+            b'/' | b'?' | b'#' if depth == 0 => {
+                end = i;
+                break;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    src[..end].contains("event")
+        && (src[..end].contains("{{") || src[..end].contains("{%"))
+}
+
 /// URLs must be absolute `http://` or `https://` after rendering.
 pub fn check_url(u: &str) -> Result<url::Url, String> {
     let lower = u.trim_start().get(..8).unwrap_or(u).to_ascii_lowercase();
@@ -1089,29 +1213,73 @@ pub fn check_url(u: &str) -> Result<url::Url, String> {
 }
 
 fn finish_url(u: &str, query: &[(String, String)]) -> Result<String, String> {
+    finish_url_parsed(u, query).map(Into::into)
+}
+
+fn finish_url_parsed(u: &str, query: &[(String, String)]) -> Result<url::Url, String> {
     let mut parsed = check_url(u)?;
     if !query.is_empty() {
         parsed.query_pairs_mut().extend_pairs(query);
     }
-    Ok(parsed.into())
+    Ok(parsed)
 }
 
-/// `fullPath`: an absolute URL replaces the URL; otherwise it replaces the path (and query).
-fn replace_path(url: &str, full: &str) -> String {
-    if full.contains("://") {
-        return full.to_owned();
-    }
-    match url::Url::parse(url) {
-        Ok(mut u) => {
-            let (path, query) = full
-                .split_once('?')
-                .map_or((full, None), |(p, q)| (p, Some(q)));
-            u.set_path(path);
-            u.set_query(query);
-            u.into()
+/// `fullPath`: replaces the path (and query). An absolute URL is accepted only when it
+/// names the destination's own origin; the caller checks that for every URL.
+fn replace_path(url: &str, full: &str) -> Result<String, String> {
+    let mut u = check_url(url)?;
+    if full.contains("://") || full.starts_with("//") {
+        let target = u
+            .join(full)
+            .map_err(|e| format!("\"{full}\" is not a valid URL: {e}"))?;
+        let (want, got) = (
+            u.origin().ascii_serialization(),
+            target.origin().ascii_serialization(),
+        );
+        if want != got {
+            return Err(format!(
+                "would send this request to {got} instead of {want}; event data may change only the path"
+            ));
         }
-        Err(_) => format!("{}{full}", url.trim_end_matches('/')),
+        return Ok(target.into());
     }
+    let (path, query) = split_query(full);
+    u.set_path(if path.starts_with('/') {
+        path.to_owned()
+    } else {
+        format!("/{path}")
+    }
+    .as_str());
+    u.set_query(query);
+    Ok(u.into())
+}
+
+/// `appendPath`: appended to the URL's path (never to its host, even when the URL has
+/// no path: `https://api.example.com` + `@evil.example/x` is `/@evil.example/x`).
+fn append_path(url: &str, append: &str) -> Result<String, String> {
+    let mut u = check_url(url)?;
+    let (path, query) = split_query(append);
+    let current = u.path().to_owned();
+    let joined = match (current.ends_with('/'), path.starts_with('/')) {
+        (true, true) => format!("{current}{}", &path[1..]),
+        (false, false) if current.is_empty() => format!("/{path}"),
+        _ => format!("{current}{path}"),
+    };
+    u.set_path(&joined);
+    if let Some(q) = query {
+        let merged = match u.query() {
+            Some(existing) if !existing.is_empty() => format!("{existing}&{q}"),
+            _ => q.to_owned(),
+        };
+        u.set_query(Some(&merged));
+    }
+    Ok(u.into())
+}
+
+/// `path?query#fragment` → (path, query); the fragment is never sent.
+fn split_query(s: &str) -> (&str, Option<&str>) {
+    let s = s.split('#').next().unwrap_or("");
+    s.split_once('?').map_or((s, None), |(p, q)| (p, Some(q)))
 }
 
 /// The object GET/DELETE flatten into the query: `traits` for identify (falling back to

@@ -13,6 +13,7 @@ use sha2::Digest as _;
 use super::auth::{self, AuthError};
 use super::batch::{self, Batch};
 use super::mapping::{self, CompiledRow, MappingError};
+use super::redact;
 use super::model::{
     Auth, Body, Destination, EVENT_TYPES, Envelope, MAX_BATCH_EVENTS, Method, Signing,
 };
@@ -23,7 +24,7 @@ use super::template::{self, SecretScope, TemplateError, Templates, Tpl};
 /// The `User-Agent` Hookline sends unless a destination overrides it.
 pub const USER_AGENT: &str = concat!("hookline/", env!("CARGO_PKG_VERSION"));
 /// What previews print in place of a secret.
-pub const REDACTED: &str = "***";
+pub const REDACTED: &str = redact::REDACTED;
 
 /// A destination setting that cannot work, found when compiling it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -59,8 +60,8 @@ impl RenderCtx {
     }
 }
 
-/// The request exactly as it goes on the wire.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The request exactly as it goes on the wire. `Debug` shows the redacted view.
+#[derive(Clone, PartialEq, Eq)]
 pub struct RenderedRequest {
     pub method: Method,
     pub url: String,
@@ -76,48 +77,117 @@ pub struct RenderedRequest {
     base_url: String,
     base_headers: Vec<(String, String)>,
     jwt_claims: Option<Map<String, Value>>,
-    /// Secret values that landed anywhere in the request.
-    secret_values: Vec<String>,
+    /// Secret values used anywhere in the request (for scrubbing echoed responses).
+    secret_values: Vec<Secret>,
     /// Names of headers derived from secrets (auth, signature).
     sensitive_headers: Vec<String>,
+    /// Query parameters auth adds whose value is a secret (an API key).
+    auth_query: Vec<String>,
+    /// Before auth: URL, headers and body with every secret-derived span hidden, when
+    /// a template used a secret (see [`redact`]).
+    shown: Option<Box<Shown>>,
+}
+
+/// The redacted view of a request's templated parts, before auth and signing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Shown {
+    url: String,
+    headers: Vec<(String, String)>,
+    body: Option<Vec<u8>>,
+}
+
+impl Shown {
+    fn new(real: &RenderedRequest, alts: [Option<RenderedRequest>; 2]) -> Self {
+        let url_alts: Vec<Option<&str>> = alts
+            .iter()
+            .map(|a| a.as_ref().map(|a| a.base_url.as_str()))
+            .collect();
+        let headers = real
+            .base_headers
+            .iter()
+            .enumerate()
+            .map(|(i, (n, v))| {
+                let hv: Vec<Option<&str>> = alts
+                    .iter()
+                    .map(|a| {
+                        a.as_ref()
+                            .and_then(|a| a.base_headers.get(i))
+                            .filter(|(an, _)| an == n)
+                            .map(|(_, av)| av.as_str())
+                    })
+                    .collect();
+                (n.clone(), redact::by_position(v, &hv))
+            })
+            .collect();
+        let body = real.body.as_ref().map(|b| {
+            let ba: Vec<Option<&[u8]>> = alts
+                .iter()
+                .map(|a| a.as_ref().map(|a| a.body.as_deref().unwrap_or(b"")))
+                .collect();
+            redact::bytes_by_position(b, &ba)
+        });
+        Self {
+            url: redact::by_position(&real.base_url, &url_alts),
+            headers,
+            body,
+        }
+    }
+}
+
+impl std::fmt::Debug for RenderedRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let r = self.redacted();
+        f.debug_struct("RenderedRequest")
+            .field("method", &r.method)
+            .field("url", &r.url)
+            .field("headers", &r.headers)
+            .field(
+                "body",
+                &r.body.as_deref().map(String::from_utf8_lossy),
+            )
+            .field("events", &r.events)
+            .field("idempotency_key", &r.idempotency_key)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RenderedRequest {
-    /// A copy safe to show or store: every secret value, and every header derived from one, replaced.
+    /// A copy safe to show or store: every span derived from a secret, and every
+    /// header derived from one, replaced by `***` — by position, so text that merely
+    /// equals a short secret stays visible.
     #[must_use]
     pub fn redacted(&self) -> Self {
         let mut r = self.clone();
         r.url = self.redacted_url();
         r.headers = self.redacted_headers();
-        if let Some(b) = &r.body
-            && let Ok(text) = std::str::from_utf8(b)
-            && self
-                .secret_values
-                .iter()
-                .any(|v| !v.is_empty() && text.contains(v.as_str()))
-        {
-            r.body = Some(self.hide(text).into_bytes());
+        if let Some(shown) = &self.shown {
+            r.body.clone_from(&shown.body);
         }
         r.base_url.clear();
         r.base_headers.clear();
         r.jwt_claims = None;
         r.secret_values.clear();
+        r.shown = None;
         r
     }
 
-    fn hide(&self, s: &str) -> String {
-        let mut out = s.to_owned();
-        for v in &self.secret_values {
-            if !v.is_empty() {
-                out = out.replace(v.as_str(), REDACTED);
-            }
-        }
-        out
-    }
-
-    /// The URL with secret values replaced (an API key in the query, say).
+    /// The URL with secret-derived spans replaced (an API key in the query, a secret
+    /// rendered into the path).
     pub fn redacted_url(&self) -> String {
-        self.hide(&self.url)
+        let base = match &self.shown {
+            Some(s) => &s.url,
+            None if self.auth_query.is_empty() => return self.url.clone(),
+            None => &self.base_url,
+        };
+        if self.auth_query.is_empty() {
+            return base.clone();
+        }
+        let q: Vec<(String, String)> = self
+            .auth_query
+            .iter()
+            .map(|n| (n.clone(), REDACTED.to_owned()))
+            .collect();
+        finish_url(base, &q).unwrap_or_else(|_| REDACTED.to_owned())
     }
 
     /// The headers with secrets, and every header derived from one, replaced.
@@ -136,12 +206,24 @@ impl RenderedRequest {
                         }
                         _ => REDACTED.to_owned(),
                     }
+                } else if let Some(shown) = &self.shown {
+                    shown
+                        .headers
+                        .iter()
+                        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                        .map_or_else(|| value.clone(), |(_, v)| v.clone())
                 } else {
-                    self.hide(value)
+                    value.clone()
                 };
                 (name.clone(), v)
             })
             .collect()
+    }
+
+    /// Text from elsewhere (a response body, an error a server sent back) with every
+    /// usual encoding of this request's secrets replaced.
+    pub fn scrub<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
+        redact::scrub(text, &self.secret_values)
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -162,7 +244,7 @@ impl RenderedRequest {
         {
             self.sensitive_headers.push("Authorization".into());
         }
-        self.secret_values.push(token.expose().to_owned());
+        push_secret(&mut self.secret_values, token);
     }
 }
 
@@ -174,8 +256,9 @@ pub enum Prepared {
     Ready(Box<PreparedEvent>),
 }
 
-/// One event's part of a request, before batching, auth and signing.
-#[derive(Debug, Clone)]
+/// One event's part of a request, before batching, auth and signing. `Debug` shows
+/// no body (it may hold secret-derived text).
+#[derive(Clone)]
 pub struct PreparedEvent {
     pub index: usize,
     pub route: Route,
@@ -184,7 +267,20 @@ pub struct PreparedEvent {
     /// For the rows envelope.
     pub primary_key: Value,
     pub(crate) jwt_claims: Option<Map<String, Value>>,
-    pub(crate) secret_values: Vec<String>,
+    pub(crate) secret_values: Vec<Secret>,
+    /// The same event rendered with sentinel secrets (families 0 and 1), when a
+    /// template used a secret; `None` inside when that render failed.
+    pub(crate) alts: Option<Box<[Option<PreparedEvent>; 2]>>,
+}
+
+impl std::fmt::Debug for PreparedEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedEvent")
+            .field("index", &self.index)
+            .field("method", &self.route.method)
+            .field("body_bytes", &self.body.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// What must be equal for events to share a request.
@@ -242,6 +338,12 @@ pub struct CompiledDestination {
     static_url: Option<String>,
     /// Its origin (`https://host:port`), which event data may never change.
     static_origin: Option<String>,
+    /// Some template calls `secret(...)`: renders are compared with sentinel renders.
+    secret_templates: bool,
+    /// The batch envelope template calls `secret(...)`.
+    envelope_uses_secrets: bool,
+    /// Secrets that answer every name with a sentinel (families 0 and 1).
+    sentinels: [Secrets; 2],
     /// When nothing depends on the event (batched whole events, fixed URL and
     /// headers, no trigger): the prepared shape every event shares.
     passthrough: Option<Box<PreparedEvent>>,
@@ -504,6 +606,7 @@ impl CompiledDestination {
             Tpl::Static(u) => Some(u.clone()),
             Tpl::Compiled { .. } => None,
         };
+        let secret_templates = templates.uses_secrets();
         let mut compiled = Self {
             dest: dest.clone(),
             templates,
@@ -524,6 +627,12 @@ impl CompiledDestination {
                 .as_deref()
                 .and_then(|u| check_url(u).ok())
                 .map(|u| u.origin().ascii_serialization()),
+            secret_templates,
+            envelope_uses_secrets: matches!(&dest.batching, Some(b) if matches!(&b.envelope, Envelope::Template(t) if t.contains("secret"))),
+            sentinels: [
+                Secrets::new(Arc::new(redact::SentinelSecrets(0))),
+                Secrets::new(Arc::new(redact::SentinelSecrets(1))),
+            ],
             passthrough: None,
         };
         let d = &compiled.dest;
@@ -599,12 +708,69 @@ impl CompiledDestination {
         self.prepare_inner(index, event, Some(event), ctx)
     }
 
+    /// [`prepare_core`](Self::prepare_core), and when a template used a secret, the
+    /// same with sentinel secrets, so the preview can hide exactly what derives from it.
     fn prepare_inner(
         &self,
         index: usize,
         event: &Value,
         owned: Option<&Arc<Value>>,
         ctx: &RenderCtx,
+    ) -> Result<Prepared, RenderError> {
+        let mut used = false;
+        let real = self.prepare_core(index, event, owned, ctx, &mut used);
+        if !used {
+            return real;
+        }
+        let alt = |k: usize| {
+            let mut u = false;
+            self.prepare_core(index, event, owned, &self.alt_ctx(ctx, k), &mut u)
+        };
+        match real {
+            Ok(Prepared::Ready(mut p)) => {
+                let ready = |r: Result<Prepared, RenderError>| match r {
+                    Ok(Prepared::Ready(a)) => Some(*a),
+                    _ => None,
+                };
+                p.alts = Some(Box::new([ready(alt(0)), ready(alt(1))]));
+                Ok(Prepared::Ready(p))
+            }
+            Ok(skipped) => Ok(skipped),
+            Err(e) => Err(self.redact_error(e, [alt(0).err(), alt(1).err()])),
+        }
+    }
+
+    /// The same context with sentinel secrets of family `k` and the same clock.
+    fn alt_ctx(&self, ctx: &RenderCtx, k: usize) -> RenderCtx {
+        RenderCtx {
+            secrets: self.sentinels[k].clone(),
+            now: Some(ctx.now()),
+        }
+    }
+
+    /// An error raised while a secret was in use: shown with every secret-derived span
+    /// hidden (by comparing it with the sentinel renders' errors), or withheld when the
+    /// sentinel renders did not fail the same way.
+    fn redact_error(&self, real: RenderError, alts: [Option<RenderError>; 2]) -> RenderError {
+        let msgs: Vec<Option<&str>> = alts
+            .iter()
+            .map(|a| a.as_ref().map(|e| e.message.as_str()))
+            .collect();
+        let message = if msgs.iter().all(Option::is_some) {
+            redact::by_position(&real.message, &msgs)
+        } else {
+            "a value derived from a secret could not be rendered (details withheld: they would show the secret)".to_owned()
+        };
+        RenderError { message, ..real }
+    }
+
+    fn prepare_core(
+        &self,
+        index: usize,
+        event: &Value,
+        owned: Option<&Arc<Value>>,
+        ctx: &RenderCtx,
+        used: &mut bool,
     ) -> Result<Prepared, RenderError> {
         let d = &self.dest;
         let etype = event.get("type").and_then(Value::as_str).unwrap_or("");
@@ -633,6 +799,20 @@ impl CompiledDestination {
         } else {
             None
         };
+        // Whatever happens below, tell the caller whether a secret was read.
+        struct Used<'a>(Option<&'a Arc<SecretScope>>, &'a mut bool);
+        impl Drop for Used<'_> {
+            fn drop(&mut self) {
+                if let Some(s) = self.0 {
+                    *self.1 = !s
+                        .used
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .is_empty();
+                }
+            }
+        }
+        let _used = Used(scope.as_ref(), used);
         let mut tctx_cache: Option<minijinja::Value> = None;
         let mut tctx = || -> minijinja::Value {
             tctx_cache
@@ -846,14 +1026,12 @@ impl CompiledDestination {
             .envelope
             .as_ref()
             .map_or(Value::Null, |e| e.primary_key(event));
-        let secret_values = scope.map_or_else(Vec::new, |scope| {
+        let secret_values = scope.as_ref().map_or_else(Vec::new, |scope| {
             scope
                 .used
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .iter()
-                .map(|s| s.expose().to_owned())
-                .collect()
+                .clone()
         });
         Ok(Prepared::Ready(Box::new(PreparedEvent {
             index,
@@ -870,6 +1048,7 @@ impl CompiledDestination {
             primary_key,
             jwt_claims,
             secret_values,
+            alts: None,
         })))
     }
 
@@ -893,12 +1072,54 @@ impl CompiledDestination {
             primary_key: Value::Null,
             jwt_claims: t.jwt_claims.clone(),
             secret_values: Vec::new(),
+            alts: None,
         })
     }
 
     /// Turn a group of prepared events into a request: envelope, idempotency key, then
     /// auth and signature at `ctx.now()`.
     pub fn finish(&self, batch: Batch, ctx: &RenderCtx) -> Result<RenderedRequest, RenderError> {
+        let secrets_in_play = self.secret_templates
+            && (self.envelope_uses_secrets || batch.events.iter().any(|e| e.alts.is_some()));
+        if !secrets_in_play {
+            let mut req = self.assemble(batch, ctx)?;
+            self.sign(&mut req, ctx)?;
+            return Ok(req);
+        }
+        // The same request with sentinel secrets, to tell which spans derive from them.
+        let alt = |k: usize| -> Result<RenderedRequest, Option<RenderError>> {
+            let events = batch
+                .events
+                .iter()
+                .map(|e| match &e.alts {
+                    None => Some(e.clone()),
+                    Some(a) => a[k].clone(),
+                })
+                .collect::<Option<Vec<_>>>()
+                .ok_or(None)?;
+            let b = Batch {
+                events,
+                note: String::new(),
+            };
+            self.assemble(b, &self.alt_ctx(ctx, k)).map_err(Some)
+        };
+        let alts = [alt(0), alt(1)];
+        match self.assemble(batch, ctx) {
+            Ok(mut req) => {
+                let [a, b] = alts;
+                req.shown = Some(Box::new(Shown::new(&req, [a.ok(), b.ok()])));
+                self.sign(&mut req, ctx)?;
+                Ok(req)
+            }
+            Err(e) => {
+                let [a, b] = alts;
+                Err(self.redact_error(e, [a.err().flatten(), b.err().flatten()]))
+            }
+        }
+    }
+
+    /// Envelope, idempotency key and the request's fields, before auth and signing.
+    fn assemble(&self, batch: Batch, ctx: &RenderCtx) -> Result<RenderedRequest, RenderError> {
         let Batch { events, note } = batch;
         let Some(first) = events.first() else {
             return Err(self.fail("internal: empty batch"));
@@ -914,13 +1135,11 @@ impl CompiledDestination {
             },
         };
         let idempotency_key = idempotency_key(&events, body.as_deref());
-        let mut secret_values: Vec<String> = events
-            .iter()
-            .flat_map(|e| e.secret_values.iter().cloned())
-            .collect();
-        secret_values.sort();
-        secret_values.dedup();
-        let mut req = RenderedRequest {
+        let mut secret_values: Vec<Secret> = Vec::new();
+        for s in events.iter().flat_map(|e| e.secret_values.iter()) {
+            push_secret(&mut secret_values, s);
+        }
+        Ok(RenderedRequest {
             method: first.route.method,
             url: first.route.url.clone(),
             headers: first.route.headers.clone(),
@@ -933,9 +1152,9 @@ impl CompiledDestination {
             jwt_claims: first.jwt_claims.clone(),
             secret_values,
             sensitive_headers: Vec::new(),
-        };
-        self.sign(&mut req, ctx)?;
-        Ok(req)
+            auth_query: Vec::new(),
+            shown: None,
+        })
     }
 
     /// (Re)compute auth and signature headers for an attempt at `ctx.now()`. Timestamps,
@@ -954,10 +1173,9 @@ impl CompiledDestination {
         if !parts.query.is_empty() {
             url = finish_url(&url, &parts.query).map_err(|m| self.fail(format!("url: {m}")))?;
         }
+        req.auth_query = parts.query.iter().map(|(n, _)| n.clone()).collect();
         for s in &parts.used {
-            if !req.secret_values.iter().any(|v| v == s.expose()) {
-                req.secret_values.push(s.expose().to_owned());
-            }
+            push_secret(&mut req.secret_values, s);
         }
         let body: &[u8] = req.body.as_deref().unwrap_or(b"");
         match &self.dest.signing {
@@ -1044,9 +1262,9 @@ impl CompiledDestination {
     }
 }
 
-fn push_secret(values: &mut Vec<String>, s: &Secret) {
-    if !values.iter().any(|v| v == s.expose()) {
-        values.push(s.expose().to_owned());
+fn push_secret(values: &mut Vec<Secret>, s: &Secret) {
+    if !values.contains(s) {
+        values.push(s.clone());
     }
 }
 

@@ -47,6 +47,7 @@ impl Object for SecretScope {}
 pub struct Templates {
     env: Environment<'static>,
     count: usize,
+    uses_secrets: bool,
 }
 
 impl Default for Templates {
@@ -60,6 +61,7 @@ impl Templates {
         Self {
             env: new_environment(),
             count: 0,
+            uses_secrets: false,
         }
     }
 
@@ -69,6 +71,7 @@ impl Templates {
             return Ok(Tpl::Static(source.to_owned()));
         }
         self.count += 1;
+        self.uses_secrets |= source.contains("secret");
         let name = format!("t{}", self.count);
         self.env
             .add_template_owned(name.clone(), source.to_owned())
@@ -83,6 +86,7 @@ impl Templates {
     pub fn condition(&mut self, field: &str, expr: &str) -> Result<Tpl, TemplateError> {
         const OPEN: &str = "{% if (";
         self.count += 1;
+        self.uses_secrets |= expr.contains("secret");
         let name = format!("t{}", self.count);
         let wrapped = format!("{OPEN}{expr}\n) %}}1{{% endif %}}");
         self.env
@@ -105,6 +109,11 @@ impl Templates {
             name,
             field: field.to_owned(),
         })
+    }
+
+    /// Whether any template added so far may call `secret(...)`.
+    pub fn uses_secrets(&self) -> bool {
+        self.uses_secrets
     }
 
     pub fn render(&self, tpl: &Tpl, ctx: &Mj) -> Result<String, TemplateError> {

@@ -571,3 +571,31 @@ async fn an_absurd_expires_in_is_capped_not_a_panic() {
     }
     assert_eq!(st.token_requests.load(Ordering::SeqCst), 1, "cached");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorize_without_a_keyring_says_so_before_opening_the_browser() {
+    let (srv, st) = auth_server();
+    // Only the environment: nowhere to keep a refresh token.
+    let env_only = Secrets::new(Arc::new(hookline::core::secret::EnvSecrets));
+    let opened = Arc::new(AtomicUsize::new(0));
+    let o = opened.clone();
+    let e = authorize(
+        "d",
+        &code_auth(&srv, "x"),
+        &client(),
+        &env_only,
+        &TokenCache::default(),
+        move |_| {
+            o.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        },
+        Duration::from_secs(5),
+    )
+    .await
+    .expect_err("no keyring");
+    let msg = e.to_string();
+    assert!(msg.starts_with("no keyring available"), "{msg}");
+    assert_eq!(msg.matches("no keyring available").count(), 1, "{msg}");
+    assert_eq!(opened.load(Ordering::SeqCst), 0, "the browser was not opened");
+    assert_eq!(st.token_requests.load(Ordering::SeqCst), 0);
+}

@@ -488,6 +488,12 @@ pub async fn authorize(
     else {
         return Err(OAuthError::NotOAuth(key.to_owned()));
     };
+    // The refresh token must be kept: without a keyring, say so before the browser
+    // step spends the user's consent and the code.
+    {
+        let s = secrets.clone();
+        blocking(move || s.source().writable()).await?;
+    }
     let client_secret = match client_secret.clone() {
         Some(n) => {
             let s = secrets.clone();

@@ -540,12 +540,9 @@ async fn deliver(ctx: &Ctx, request_no: u64, mut req: RenderedRequest) {
         if let Some(l) = &ctx.limiter {
             l.wait().await;
         }
-        let result = tokio::select! {
-            r = attempt_once(ctx, request_no, attempt, &mut req) => r,
-            () = until_cancelled(control.clone()) => {
-                return finish(OutcomeKind::Cancelled, last_status, attempt, Some("cancelled".into()), last_latency);
-            }
-        };
+        // An attempt under way is let finish (its timeout bounds it): abandoning it
+        // would leave a request the receiver got but history never recorded.
+        let result = attempt_once(ctx, request_no, attempt, &mut req).await;
         lock(&ctx.tally).stats.attempts += 1;
         let (wait, reason) = match result {
             Try::Done { status, latency } => {

@@ -130,6 +130,21 @@ pub fn by_position(real: &str, alts: &[Option<&str>]) -> String {
     out
 }
 
+/// `text` with the content of every `"…"` span shown as `***`: for messages about a
+/// value derived from a secret, where positions are not known.
+pub fn hide_quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut parts = text.split('"');
+    if let Some(first) = parts.next() {
+        out.push_str(first);
+    }
+    for (i, part) in parts.enumerate() {
+        out.push('"');
+        out.push_str(if i % 2 == 0 { REDACTED } else { part });
+    }
+    out
+}
+
 /// Bytes version of [`by_position`]; a body that is not UTF-8 is hidden whole.
 pub fn bytes_by_position(real: &[u8], alts: &[Option<&[u8]>]) -> Vec<u8> {
     if alts.iter().all(|a| *a == Some(real)) {
@@ -244,6 +259,15 @@ mod tests {
     fn a_failed_alternative_hides_everything() {
         assert_eq!(by_position("abc", &[Some("abd"), None]), REDACTED);
         assert_eq!(by_position("same", &[Some("same"), Some("same")]), "same");
+    }
+
+    #[test]
+    fn hide_quoted_hides_every_quoted_value() {
+        assert_eq!(
+            hide_quoted(r#"mapping row 1 (n): number: "abc" is not a number, "x""#),
+            r#"mapping row 1 (n): number: "***" is not a number, "***""#
+        );
+        assert_eq!(hide_quoted("no quotes"), "no quotes");
     }
 
     #[test]

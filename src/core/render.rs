@@ -759,7 +759,10 @@ impl CompiledDestination {
         let message = if msgs.iter().all(Option::is_some) {
             redact::by_position(&real.message, &msgs)
         } else {
-            "a value derived from a secret could not be rendered (details withheld: they would show the secret)".to_owned()
+            // The sentinel renders did not fail the same way (a number transform on a
+            // secret that is not a number, say): keep the message's shape, hide every
+            // quoted value in it.
+            redact::hide_quoted(&real.message)
         };
         RenderError { message, ..real }
     }
@@ -1124,9 +1127,10 @@ impl CompiledDestination {
         let Some(first) = events.first() else {
             return Err(self.fail("internal: empty batch"));
         };
+        let mut envelope_secrets = Vec::new();
         let body = match &self.envelope {
             Some(env) => Some(
-                env.wrap(&events, &self.templates, ctx)
+                env.wrap(&events, &self.templates, ctx, &mut envelope_secrets)
                     .map_err(|m| self.fail(m))?,
             ),
             None => match &first.body {
@@ -1136,7 +1140,11 @@ impl CompiledDestination {
         };
         let idempotency_key = idempotency_key(&events, body.as_deref());
         let mut secret_values: Vec<Secret> = Vec::new();
-        for s in events.iter().flat_map(|e| e.secret_values.iter()) {
+        for s in events
+            .iter()
+            .flat_map(|e| e.secret_values.iter())
+            .chain(&envelope_secrets)
+        {
             push_secret(&mut secret_values, s);
         }
         Ok(RenderedRequest {

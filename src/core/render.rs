@@ -12,6 +12,8 @@ use sha2::Digest as _;
 
 use super::auth::{self, AuthError};
 use super::batch::{self, Batch};
+use super::events::EventList;
+use indexmap::IndexMap;
 use super::mapping::{self, CompiledRow, MappingError};
 use super::redact;
 use super::model::{
@@ -694,7 +696,7 @@ impl CompiledDestination {
         event: &Value,
         ctx: &RenderCtx,
     ) -> Result<Prepared, RenderError> {
-        self.prepare_inner(index, event, None, ctx)
+        self.prepare_inner(index, event, None, ctx, None)
     }
 
     /// [`prepare`](Self::prepare) for an event the caller already holds in an `Arc`
@@ -705,7 +707,40 @@ impl CompiledDestination {
         event: &Arc<Value>,
         ctx: &RenderCtx,
     ) -> Result<Prepared, RenderError> {
-        self.prepare_inner(index, event, Some(event), ctx)
+        self.prepare_inner(index, event, Some(event), ctx, None)
+    }
+
+    /// Event `index` of a list, as preview, export and delivery all take it: an event
+    /// held as text keeps its exact (canonical) bytes as the body wherever the body is
+    /// the whole event, so big numbers and escapes go out as written. `None` past the end.
+    pub fn prepare_event(
+        &self,
+        events: &EventList,
+        index: usize,
+        ctx: &RenderCtx,
+    ) -> Option<Result<Prepared, RenderError>> {
+        match events {
+            EventList::Values(v) => v.get(index).map(|e| self.prepare(index, e, ctx)),
+            EventList::Text(t) => {
+                let text = t.get(index)?;
+                if let Some(p) = self.prepare_text(index, text) {
+                    return Some(Ok(Prepared::Ready(Box::new(p))));
+                }
+                Some(match serde_json::from_str::<Value>(text) {
+                    Ok(v) => {
+                        let v = Arc::new(v);
+                        self.prepare_inner(index, &v, Some(&v), ctx, Some(text))
+                    }
+                    Err(e) => Err(self.fail(format!("event {index}: {e}"))),
+                })
+            }
+        }
+    }
+
+    /// Render a whole list (see [`prepare_event`](Self::prepare_event)): trigger,
+    /// batching, auth, signing. Events that fail are reported by index.
+    pub fn render_list(&self, events: &EventList, ctx: &RenderCtx) -> RenderReport {
+        self.render_with(events.len(), |i| self.prepare_event(events, i, ctx), ctx)
     }
 
     /// [`prepare_core`](Self::prepare_core), and when a template used a secret, the
@@ -716,15 +751,16 @@ impl CompiledDestination {
         event: &Value,
         owned: Option<&Arc<Value>>,
         ctx: &RenderCtx,
+        text: Option<&str>,
     ) -> Result<Prepared, RenderError> {
         let mut used = false;
-        let real = self.prepare_core(index, event, owned, ctx, &mut used);
+        let real = self.prepare_core(index, event, owned, ctx, text, &mut used);
         if !used {
             return real;
         }
         let alt = |k: usize| {
             let mut u = false;
-            self.prepare_core(index, event, owned, &self.alt_ctx(ctx, k), &mut u)
+            self.prepare_core(index, event, owned, &self.alt_ctx(ctx, k), text, &mut u)
         };
         match real {
             Ok(Prepared::Ready(mut p)) => {
@@ -773,6 +809,7 @@ impl CompiledDestination {
         event: &Value,
         owned: Option<&Arc<Value>>,
         ctx: &RenderCtx,
+        text: Option<&str>,
         used: &mut bool,
     ) -> Result<Prepared, RenderError> {
         let d = &self.dest;
@@ -928,9 +965,18 @@ impl CompiledDestination {
             }
         };
         let has_body = d.method.has_body();
+        // The whole event as JSON: its own text when we have it (exact bytes), else
+        // serialized from the value.
+        let event_json = || -> Vec<u8> {
+            match text {
+                Some(t) if overrides => strip_override_keys(t).unwrap_or_else(|| to_json(&stripped())),
+                Some(t) => t.as_bytes().to_vec(),
+                None => to_json(&stripped()),
+            }
+        };
         let (body, content_type): (PreparedBody, Option<String>) = match &self.body {
             CompiledBody::Event if has_body => (
-                PreparedBody::Json(to_json(&stripped())),
+                PreparedBody::Json(event_json()),
                 Some("application/json".into()),
             ),
             CompiledBody::Event => {
@@ -938,7 +984,7 @@ impl CompiledDestination {
                 (PreparedBody::None, None)
             }
             CompiledBody::EventUrlencoded { field } => {
-                let json = String::from_utf8(to_json(&stripped())).unwrap_or_default();
+                let json = String::from_utf8(event_json()).unwrap_or_default();
                 if has_body {
                     let form = form_urlencoded::Serializer::new(String::new())
                         .append_pair(field, &json)
@@ -1138,7 +1184,7 @@ impl CompiledDestination {
                 PreparedBody::Json(b) | PreparedBody::Raw(b) => Some(b.clone()),
             },
         };
-        let idempotency_key = idempotency_key(&events, body.as_deref());
+        let idempotency_key = idempotency_key(&events, body.as_deref(), self.envelope.is_some());
         let mut secret_values: Vec<Secret> = Vec::new();
         for s in events
             .iter()
@@ -1241,6 +1287,19 @@ impl CompiledDestination {
     /// Render a list of events: trigger, batching, auth, signing. Events that fail are
     /// reported by index; the rest still render.
     pub fn render_all(&self, events: &[Value], ctx: &RenderCtx) -> RenderReport {
+        self.render_with(
+            events.len(),
+            |i| events.get(i).map(|e| self.prepare(i, e, ctx)),
+            ctx,
+        )
+    }
+
+    fn render_with(
+        &self,
+        n: usize,
+        mut prepare: impl FnMut(usize) -> Option<Result<Prepared, RenderError>>,
+        ctx: &RenderCtx,
+    ) -> RenderReport {
         let mut report = RenderReport::default();
         let mut batcher = batch::Batcher::new(self.dest.batching.as_ref());
         let push = |report: &mut RenderReport, b: Vec<Batch>| {
@@ -1254,20 +1313,44 @@ impl CompiledDestination {
                 }
             }
         };
-        for (i, ev) in events.iter().enumerate() {
-            match self.prepare(i, ev, ctx) {
-                Ok(Prepared::Skipped(reason)) => report.skipped.push((i, reason)),
-                Ok(Prepared::Ready(p)) => match batcher.push(*p) {
+        for i in 0..n {
+            match prepare(i) {
+                None => break,
+                Some(Ok(Prepared::Skipped(reason))) => report.skipped.push((i, reason)),
+                Some(Ok(Prepared::Ready(p))) => match batcher.push(*p) {
                     Ok(done) => push(&mut report, done),
                     Err((i, m)) => report.errors.push((i, self.fail(m))),
                 },
-                Err(e) => report.errors.push((i, e)),
+                Some(Err(e)) => report.errors.push((i, e)),
             }
         }
         push(&mut report, batcher.finish());
         report.errors.sort_by_key(|(i, _)| *i);
         report
     }
+}
+
+/// The event's text without its top-level `header`, `appendPath` and `fullPath` keys,
+/// every other byte as it was. `None` if the text is not an object.
+fn strip_override_keys(text: &str) -> Option<Vec<u8>> {
+    let map: IndexMap<String, &serde_json::value::RawValue> = serde_json::from_str(text).ok()?;
+    let mut out = Vec::with_capacity(text.len());
+    out.push(b'{');
+    let mut first = true;
+    for (k, v) in &map {
+        if matches!(k.as_str(), "header" | "appendPath" | "fullPath") {
+            continue;
+        }
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        out.extend_from_slice(to_json(&Value::String(k.clone())).as_slice());
+        out.push(b':');
+        out.extend_from_slice(v.get().as_bytes());
+    }
+    out.push(b'}');
+    Some(out)
 }
 
 fn push_secret(values: &mut Vec<Secret>, s: &Secret) {
@@ -1555,25 +1638,21 @@ fn to_json(v: &Value) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()
 }
 
-/// The event's `messageId` for a single event; a digest of the ids (or body) for a batch.
-/// Deterministic, so a resumed job re-sends with the same key.
-fn idempotency_key(events: &[PreparedEvent], body: Option<&[u8]>) -> String {
-    if let [one] = events
+/// The event's `messageId` for an unbatched request; for a batch (or an event with no
+/// id) a digest of the exact body and the events' positions. It depends only on bytes
+/// every path produces alike, so preview, export and delivery agree, and a resumed job
+/// re-sends with the same key.
+fn idempotency_key(events: &[PreparedEvent], body: Option<&[u8]>, batched: bool) -> String {
+    if !batched
+        && let [one] = events
         && let Some(id) = &one.message_id
     {
         return id.clone();
     }
     let mut h = sha2::Sha256::new();
-    if events.iter().all(|e| e.message_id.is_some()) {
-        for e in events {
-            h.update(e.message_id.as_deref().unwrap_or("").as_bytes());
-            h.update(b"\n");
-        }
-    } else {
-        h.update(body.unwrap_or(b""));
-        for e in events {
-            h.update(e.index.to_le_bytes());
-        }
+    h.update(body.unwrap_or(b""));
+    for e in events {
+        h.update(e.index.to_le_bytes());
     }
     format!("hl_{}", &hex::encode(h.finalize())[..32])
 }

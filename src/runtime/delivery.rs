@@ -362,24 +362,9 @@ pub async fn run_job(
             cancelled = true;
             break;
         }
-        // Events held as text may skip parsing entirely (see `prepare_text`).
-        let prepared = match spec
-            .events
-            .text(i)
-            .and_then(|t| ctx.compiled.prepare_text(i, t))
-        {
-            Some(p) => Ok(Prepared::Ready(Box::new(p))),
-            None => match spec.events.get(i) {
-                None => continue,
-                Some(Err(e)) => {
-                    fail_unsent(&ctx, &[i], &e);
-                    continue;
-                }
-                Some(Ok(std::borrow::Cow::Owned(v))) => {
-                    ctx.compiled.prepare_shared(i, &Arc::new(v), &render_ctx)
-                }
-                Some(Ok(std::borrow::Cow::Borrowed(v))) => ctx.compiled.prepare(i, v, &render_ctx),
-            },
+        // The same entry point the preview uses: the bytes sent are the bytes shown.
+        let Some(prepared) = ctx.compiled.prepare_event(&spec.events, i, &render_ctx) else {
+            continue;
         };
         match prepared {
             Ok(Prepared::Skipped(_)) => {

@@ -400,7 +400,8 @@ fn pause_holds_requests_and_cancel_stops_the_job() {
         events: Arc::new(events(200).into()),
         only: None,
         source: "t".into(),
-        resume: false
+        resume: false,
+        fingerprint: Default::default(),
     }));
     std::thread::sleep(Duration::from_millis(300));
     assert!(rt.send(Command::Pause { job: "j".into() }));

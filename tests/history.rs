@@ -1,8 +1,18 @@
 //! The SQLite history: job records, event states as ranges, what a resume sends,
 //! attempts with redacted headers and truncated bodies, reopening after a crash.
 
-use hookline::runtime::delivery::{AttemptLog, JobLog, Outcome, OutcomeKind};
+use hookline::runtime::delivery::{AttemptLog, JobLog, NewJob, Outcome, OutcomeKind};
 use hookline::store::history::{History, MAX_BODY, ranges};
+
+fn new_job(job: &str, destination: &str, source: &str, total_events: usize) -> NewJob {
+    NewJob {
+        job: job.into(),
+        destination: destination.into(),
+        source: source.into(),
+        total_events,
+        fingerprint: Default::default(),
+    }
+}
 
 fn outcome(kind: OutcomeKind) -> Outcome {
     Outcome {
@@ -29,11 +39,11 @@ fn undelivered_is_everything_not_delivered_or_skipped() {
     let dir = tempfile::tempdir().expect("tmp");
     let h = History::open(&dir.path().join("h.sqlite3")).expect("open");
     let w = h.writer();
-    w.job_started("j", "dest", "events.ndjson", 10);
-    w.events_done("j", &[0, 1, 2, 3], &outcome(OutcomeKind::Delivered));
-    w.events_done("j", &[4], &outcome(OutcomeKind::Failed));
-    w.events_skipped("j", &[9]);
-    w.events_done("j", &[5], &outcome(OutcomeKind::Cancelled));
+    drop(w.job_started(&new_job("j", "dest", "events.ndjson", 10)));
+    drop(w.events_done("j", &[0, 1, 2, 3], &outcome(OutcomeKind::Delivered)));
+    drop(w.events_done("j", &[4], &outcome(OutcomeKind::Failed)));
+    drop(w.events_skipped("j", &[9]));
+    drop(w.events_done("j", &[5], &outcome(OutcomeKind::Cancelled)));
     w.flush().expect("flush");
     assert_eq!(h.undelivered("j").expect("job"), vec![4, 5, 6, 7, 8]);
     let info = h.job("j").expect("read").expect("job");
@@ -68,7 +78,7 @@ fn attempts_keep_redacted_headers_and_at_most_64_kib_of_body() {
     {
         let h = History::open(&path).expect("open");
         let w = h.writer();
-        w.job_started("j", "d", "s", 1);
+        drop(w.job_started(&new_job("j", "d", "s", 1)));
         w.attempt(AttemptLog {
             job: "j".into(),
             request_no: 1,
@@ -82,7 +92,7 @@ fn attempts_keep_redacted_headers_and_at_most_64_kib_of_body() {
             latency_ms: 3.5,
             error: Some("HTTP 500".into()),
         });
-        w.job_finished("j", "failed");
+        drop(w.job_finished("j", "failed"));
         w.flush().expect("flush");
     }
     // Reopened, as after a crash or a restart.

@@ -72,7 +72,8 @@ pub fn run_job(dest: Destination, events: Vec<Value>, secrets: Secrets, limit: D
         events: Arc::new(events.into()),
         only: None,
         source: "test".into(),
-        resume: false
+        resume: false,
+        fingerprint: Default::default(),
     }));
     collect(&updates, limit)
 }

@@ -386,8 +386,9 @@ impl History {
             chrono::Utc::now().signed_duration_since(t)
                 > chrono::Duration::from_std(STALE_AFTER).unwrap_or_default()
         });
+        let pid = r.pid.and_then(|p| u32::try_from(p).ok());
         Ok(JobInfo {
-            interrupted: r.state == "running" && stale,
+            interrupted: r.state == "running" && (stale || pid.is_some_and(process_gone)),
             id: r.id,
             destination: r.destination,
             source: r.source,
@@ -397,7 +398,7 @@ impl History {
             finished_at: r.finished_at,
             events_sha256: r.events_sha256,
             destination_sha256: r.destination_sha256,
-            pid: r.pid.and_then(|p| u32::try_from(p).ok()),
+            pid,
             heartbeat_at: r.heartbeat_at,
         })
     }
@@ -591,6 +592,17 @@ impl History {
             })?;
             rows.collect()
         })
+    }
+}
+
+/// The process that ran a job is known to be gone (Linux: no `/proc/<pid>`), so the
+/// job was interrupted even if its last heartbeat is recent. Elsewhere only the
+/// heartbeat tells.
+fn process_gone(pid: u32) -> bool {
+    if cfg!(target_os = "linux") {
+        pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists()
+    } else {
+        false
     }
 }
 

@@ -153,7 +153,10 @@ fn counts_and_undelivered_take_each_events_latest_state() {
         }
     );
     assert_eq!(h.undelivered("j").expect("left"), vec![3, 5]);
-    assert_eq!(h.undelivered_ranges("j").expect("left"), vec![(3, 3), (5, 5)]);
+    assert_eq!(
+        h.undelivered_ranges("j").expect("left"),
+        vec![(3, 3), (5, 5)]
+    );
 }
 
 #[test]
@@ -186,10 +189,16 @@ fn an_absurd_event_count_in_the_database_is_a_clear_error_not_an_allocation() {
                 e.contains(&format!("job {job}: total_events")) && e.contains("out of range"),
                 "{e}"
             );
-            assert!(e.contains(&path.display().to_string()), "names the file: {e}");
+            assert!(
+                e.contains(&path.display().to_string()),
+                "names the file: {e}"
+            );
         }
     }
-    assert!(h.recent_jobs(10).is_err(), "listing says the file is damaged");
+    assert!(
+        h.recent_jobs(10).is_err(),
+        "listing says the file is damaged"
+    );
     // Ranges past the job's end are clamped to it, never trusted as sizes.
     assert_eq!(
         h.job_counts("rows").expect("counts"),
@@ -228,7 +237,10 @@ fn a_version_1_database_is_migrated_and_its_jobs_stay_readable() {
     let h = History::open(&path).expect("migrates");
     let info = h.job("old").expect("read").expect("job");
     assert_eq!((info.events_sha256, info.destination_sha256), (None, None));
-    assert!(info.interrupted, "an old running job without heartbeat is interrupted");
+    assert!(
+        info.interrupted,
+        "an old running job without heartbeat is interrupted"
+    );
     assert_eq!(h.undelivered("old").expect("left"), vec![2, 3]);
     let c = rusqlite::Connection::open(&path).expect("sqlite");
     let v: i64 = c
@@ -251,11 +263,20 @@ fn the_history_directory_is_private_and_its_files_owner_only() {
     let w = h.writer();
     drop(w.job_started(&new_job("j", "d", "e", 1)));
     w.flush().expect("flush");
-    let mode = |p: &std::path::Path| std::fs::metadata(p).expect("exists").permissions().mode() & 0o777;
+    let mode =
+        |p: &std::path::Path| std::fs::metadata(p).expect("exists").permissions().mode() & 0o777;
     assert_eq!(mode(&dir.path().join("data")), 0o700);
     assert_eq!(mode(&dir.path().join("data/hookline")), 0o700);
-    for f in ["history.sqlite3", "history.sqlite3-wal", "history.sqlite3-shm"] {
-        assert_eq!(mode(&dir.path().join("data/hookline").join(f)), 0o600, "{f}");
+    for f in [
+        "history.sqlite3",
+        "history.sqlite3-wal",
+        "history.sqlite3-shm",
+    ] {
+        assert_eq!(
+            mode(&dir.path().join("data/hookline").join(f)),
+            0o600,
+            "{f}"
+        );
     }
     drop(h);
     // A database left readable by others is made owner-only when opened.
@@ -280,7 +301,9 @@ fn resumable_jobs_lists_ended_and_crashed_jobs_but_not_running_or_done_ones() {
     // heartbeat can tell).
     rusqlite::Connection::open(&path)
         .expect("sqlite")
-        .execute_batch("UPDATE jobs SET heartbeat_at = '2025-01-01T00:00:00.000Z' WHERE id = 'crashed'")
+        .execute_batch(
+            "UPDATE jobs SET heartbeat_at = '2025-01-01T00:00:00.000Z' WHERE id = 'crashed'",
+        )
         .expect("age");
     let mut ids: Vec<String> = h
         .resumable_jobs(10)
@@ -347,7 +370,8 @@ fn send(job: &str, dest: &Destination, n: usize, resume: bool) -> Command {
 
 #[test]
 fn a_worker_that_panics_counts_its_events_failed_and_the_job_ends_failed() {
-    let srv = common::serve(axum::Router::new().route("/hook", axum::routing::post(|| async { "ok" })));
+    let srv =
+        common::serve(axum::Router::new().route("/hook", axum::routing::post(|| async { "ok" })));
     let dir = tempfile::tempdir().expect("tmp");
     let h = History::open(&dir.path().join("h.sqlite3")).expect("open");
     let dest = common::fast(Destination::new("d", srv.url("/hook")));
@@ -364,7 +388,10 @@ fn a_worker_that_panics_counts_its_events_failed_and_the_job_ends_failed() {
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].events, vec![3]);
     assert!(
-        dead[0].error.as_deref().is_some_and(|e| e.contains("internal error")),
+        dead[0]
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("internal error")),
         "{:?}",
         dead[0].error
     );
@@ -387,19 +414,30 @@ fn a_worker_that_panics_counts_its_events_failed_and_the_job_ends_failed() {
 
 #[test]
 fn a_job_that_panics_ends_failed_with_an_error_instead_of_hanging() {
-    let srv = common::serve(axum::Router::new().route("/hook", axum::routing::post(|| async { "ok" })));
+    let srv =
+        common::serve(axum::Router::new().route("/hook", axum::routing::post(|| async { "ok" })));
     let dir = tempfile::tempdir().expect("tmp");
     let h = History::open(&dir.path().join("h.sqlite3")).expect("open");
     let dest = common::fast(Destination::new("d", srv.url("/hook")));
     let (rt, updates) = panicking_runtime(&h);
     assert!(rt.send(send("resume-panics", &dest, 2, false)));
-    assert!(common::collect(&updates, Duration::from_secs(30)).stats.is_some());
+    assert!(
+        common::collect(&updates, Duration::from_secs(30))
+            .stats
+            .is_some()
+    );
     // Resuming it panics inside the job itself (not a delivery task).
     assert!(rt.send(send("resume-panics", &dest, 2, true)));
     let run = common::collect(&updates, Duration::from_secs(30));
     let e = run.error.expect("the job ends with an error");
-    assert!(e.contains("internal error") && e.contains("resume-panics"), "{e}");
+    assert!(
+        e.contains("internal error") && e.contains("resume-panics"),
+        "{e}"
+    );
     drop(rt);
     h.writer().flush().expect("flush");
-    assert_eq!(h.job("resume-panics").expect("read").expect("job").state, "failed");
+    assert_eq!(
+        h.job("resume-panics").expect("read").expect("job").state,
+        "failed"
+    );
 }

@@ -435,7 +435,10 @@ fn a_history_that_cannot_be_written_stops_the_job_and_the_resume_sends_exactly_t
     let mut expected: Vec<(String, usize)> =
         unrecorded.iter().map(|i| (format!("m-{i}"), 1)).collect();
     expected.sort();
-    assert_eq!(resent, expected, "the resume sends exactly the unrecorded events");
+    assert_eq!(
+        resent, expected,
+        "the resume sends exactly the unrecorded events"
+    );
     let s = summary(&out.stdout);
     assert_eq!(s["job_events"]["delivered"], N);
     assert_eq!(s["job_events"]["pending"], 0);
@@ -537,7 +540,11 @@ fn resume_refuses_other_events_of_the_same_length_and_changed_destination_settin
     // --force resumes anyway (and fails again here: nothing listens).
     let forced = setup.send("d", &["--resume", &job, "--force", "--max-attempts", "1"]);
     assert_eq!(forced.status.code(), Some(1), "{}", stderr(&forced));
-    assert!(stderr(&forced).contains("resuming job"), "{}", stderr(&forced));
+    assert!(
+        stderr(&forced).contains("resuming job"),
+        "{}",
+        stderr(&forced)
+    );
 
     // Delivery settings (concurrency, retries, timeouts) may change between runs.
     std::fs::write(
@@ -554,5 +561,30 @@ fn resume_refuses_other_events_of_the_same_length_and_changed_destination_settin
         stderr(&retuned).contains("resuming job"),
         "{}",
         stderr(&retuned)
+    );
+}
+
+#[test]
+fn resume_of_a_job_whose_recorded_count_is_absurd_is_refused_clearly() {
+    let setup = Setup::new(
+        &workspace("http://127.0.0.1:9/hook", ""),
+        &numbered_events(2),
+    );
+    let first = setup.send("d", &["--max-attempts", "1"]);
+    let job = job_id(&first.stderr);
+    rusqlite::Connection::open(setup.path("history.sqlite3"))
+        .expect("sqlite")
+        .execute(
+            "UPDATE jobs SET total_events = ?1 WHERE id = ?2",
+            rusqlite::params![1i64 << 62, job],
+        )
+        .expect("tamper");
+    let out = setup.send("d", &["--resume", &job]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("total_events 4611686018427387904 is out of range")
+            && err.contains("history.sqlite3"),
+        "{err}"
     );
 }

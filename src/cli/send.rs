@@ -16,8 +16,8 @@ use crate::core::secret::Secrets;
 use crate::runtime::delivery::{
     JobFingerprint, JobLog, NoLog, OutcomeKind, TokenProvider, destination_digest,
 };
-use crate::store::history::History;
 use crate::runtime::{Command, Runtime, RuntimeConfig, Update};
+use crate::store::history::History;
 
 #[derive(Debug, clap::Args)]
 pub struct SendArgs {
@@ -84,8 +84,10 @@ fn resume_plan(
     events: &EventList,
     fingerprint: &JobFingerprint,
 ) -> anyhow::Result<Vec<usize>> {
+    // A damaged database is a bad input (exit 2), like a bad events file.
     let info = h
-        .job(job)?
+        .job(job)
+        .map_err(|e| usage(e.to_string()))?
         .ok_or_else(|| usage(format!("no job \"{job}\" in {}", h.path().display())))?;
     let file = args.target.events.display();
     if info.destination != dest.name {
@@ -131,15 +133,16 @@ fn resume_plan(
     if info.state == "running" && !info.interrupted && !args.force {
         return Err(usage(format!(
             "job {job} is running in another process (pid {}, alive at {}): wait for it, or stop it first{force}",
-            info.pid.map_or_else(|| "unknown".to_owned(), |p| p.to_string()),
+            info.pid
+                .map_or_else(|| "unknown".to_owned(), |p| p.to_string()),
             info.heartbeat_at.as_deref().unwrap_or("?")
         )));
     }
     if info.state == "done" {
         eprintln!("hookline: job {job} is already done; resending its undelivered events, if any");
     }
-    Ok(h
-        .undelivered_ranges(job)?
+    Ok(h.undelivered_ranges(job)
+        .map_err(|e| usage(e.to_string()))?
         .into_iter()
         .flat_map(|(a, b)| a..=b)
         .filter(|i| *i < events.len())
@@ -291,11 +294,9 @@ pub fn send(
     serde_json::to_writer(&mut out, &json!({ "summary": summary }))?;
     out.write_all(b"\n")?;
     out.flush()?;
-    Ok(
-        if failed == 0 && import_errors.is_empty() && !job_failed {
-            0
-        } else {
-            EXIT_FAILED
-        },
-    )
+    Ok(if failed == 0 && import_errors.is_empty() && !job_failed {
+        0
+    } else {
+        EXIT_FAILED
+    })
 }

@@ -788,7 +788,8 @@ async fn deliver(ctx: &Ctx, request_no: u64, mut req: RenderedRequest) {
                 attempt,
                 Some("cancelled".into()),
                 last_latency,
-            ).await;
+            )
+            .await;
         }
         attempt += 1;
         if let Some(l) = &ctx.limiter {
@@ -836,7 +837,8 @@ async fn deliver(ctx: &Ctx, request_no: u64, mut req: RenderedRequest) {
                             attempt,
                             Some(format!("HTTP 401: {body}")),
                             latency,
-                        ).await;
+                        )
+                        .await;
                     }
                 }
             }
@@ -855,7 +857,8 @@ async fn deliver(ctx: &Ctx, request_no: u64, mut req: RenderedRequest) {
                         attempt,
                         Some(format!("{reason} (gave up after {attempt} attempts)")),
                         latency,
-                    ).await;
+                    )
+                    .await;
                 }
                 (wait, reason)
             }
@@ -875,7 +878,8 @@ async fn deliver(ctx: &Ctx, request_no: u64, mut req: RenderedRequest) {
                 attempt,
                 Some("cancelled".into()),
                 last_latency,
-            ).await;
+            )
+            .await;
         }
     }
 }

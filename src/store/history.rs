@@ -381,7 +381,10 @@ impl History {
                     r.id, r.total_events
                 ))
             })?;
-        let heartbeat = r.heartbeat_at.clone().unwrap_or_else(|| r.created_at.clone());
+        let heartbeat = r
+            .heartbeat_at
+            .clone()
+            .unwrap_or_else(|| r.created_at.clone());
         let stale = chrono::DateTime::parse_from_rfc3339(&heartbeat).map_or(true, |t| {
             chrono::Utc::now().signed_duration_since(t)
                 > chrono::Duration::from_std(STALE_AFTER).unwrap_or_default()
@@ -403,7 +406,11 @@ impl History {
         })
     }
 
-    fn jobs_where(&self, clause: &str, p: impl rusqlite::Params) -> Result<Vec<JobInfo>, HistoryError> {
+    fn jobs_where(
+        &self,
+        clause: &str,
+        p: impl rusqlite::Params,
+    ) -> Result<Vec<JobInfo>, HistoryError> {
         let raw: Vec<RawJob> = self.read(|c| {
             let mut st = c.prepare(&format!("SELECT {JOB_COLUMNS} FROM jobs {clause}"))?;
             let rows = st.query_map(p, RawJob::from_row)?;
@@ -455,7 +462,8 @@ impl History {
         };
         let total = info.total_events as u64;
         let rows: Vec<(i64, i64, String)> = self.read(|c| {
-            let mut st = c.prepare("SELECT first, last, state FROM job_events WHERE job_id = ?1")?;
+            let mut st =
+                c.prepare("SELECT first, last, state FROM job_events WHERE job_id = ?1")?;
             let rows = st.query_map([job], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
             rows.collect()
         })?;
@@ -490,7 +498,8 @@ impl History {
     /// Each event counted once, by its latest state (see [`JobCounts`]).
     pub fn job_counts(&self, job: &str) -> Result<JobCounts, HistoryError> {
         let s = self.states(job)?;
-        let (delivered, failed, skipped) = (count(&s.delivered), count(&s.failed), count(&s.skipped));
+        let (delivered, failed, skipped) =
+            (count(&s.delivered), count(&s.failed), count(&s.skipped));
         Ok(JobCounts {
             total: s.total,
             delivered,
@@ -509,7 +518,11 @@ impl History {
     pub fn undelivered_ranges(&self, job: &str) -> Result<Vec<(usize, usize)>, HistoryError> {
         let s = self.states(job)?;
         let done = merge(s.delivered.into_iter().chain(s.skipped).collect());
-        let all = if s.total == 0 { vec![] } else { vec![(0, s.total - 1)] };
+        let all = if s.total == 0 {
+            vec![]
+        } else {
+            vec![(0, s.total - 1)]
+        };
         Ok(subtract(&all, &done)
             .into_iter()
             .map(|(a, b)| (a as usize, b as usize))

@@ -10,7 +10,7 @@ fn new_job(job: &str, destination: &str, source: &str, total_events: usize) -> N
         destination: destination.into(),
         source: source.into(),
         total_events,
-        fingerprint: Default::default(),
+        fingerprint: JobFingerprint::default(),
     }
 }
 
@@ -124,7 +124,7 @@ use std::time::Duration;
 
 use hookline::core::model::Destination;
 use hookline::core::secret::Secrets;
-use hookline::runtime::delivery::Commit;
+use hookline::runtime::delivery::{Commit, JobFingerprint};
 use hookline::runtime::{Command, Runtime, RuntimeConfig, Update};
 use hookline::store::history::{HistoryWriter, JobCounts};
 
@@ -364,7 +364,7 @@ fn send(job: &str, dest: &Destination, n: usize, resume: bool) -> Command {
         only: None,
         source: "test".into(),
         resume,
-        fingerprint: Default::default(),
+        fingerprint: JobFingerprint::default(),
     }
 }
 

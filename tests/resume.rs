@@ -293,9 +293,13 @@ fn workspace(url: &str, extra: &str) -> String {
 }
 
 fn numbered_events(n: usize) -> String {
-    (0..n)
-        .map(|i| format!("{{\"type\":\"track\",\"messageId\":\"m-{i}\"}}\n"))
-        .collect()
+    let mut s = String::new();
+    for i in 0..n {
+        s.push_str(r#"{"type":"track","messageId":"m-"#);
+        s.push_str(&i.to_string());
+        s.push_str("\"}\n");
+    }
+    s
 }
 
 /// Counts arrivals per `messageId`; `phase` tells the first run from the resume.

@@ -544,7 +544,7 @@ pub async fn run_job(
     let mut request_no = 0u64;
     let mut cancelled = false;
     let mut skipped = Vec::new();
-    let mut batches = BatchSpawner {
+    let mut spawner = BatchSpawner {
         ctx: &ctx,
         sem: &sem,
         render_ctx: &render_ctx,
@@ -588,7 +588,7 @@ pub async fn run_job(
             }
             Ok(Prepared::Ready(p)) => match batcher.push(*p) {
                 Ok(done) => {
-                    if !batches.spawn(done, &mut workers, &mut acks).await {
+                    if !spawner.spawn(done, &mut workers, &mut acks).await {
                         break;
                     }
                 }
@@ -609,7 +609,7 @@ pub async fn run_job(
         track(&mut acks, &ctx, env.log.events_skipped(&spec.job, &skipped));
     }
     if !cancelled {
-        batches
+        spawner
             .spawn(batcher.finish(), &mut workers, &mut acks)
             .await;
     }
@@ -628,7 +628,7 @@ pub async fn run_job(
         ));
     }
     let cancelled = cancelled || *control.borrow() == Control::Cancel;
-    let state = if cancelled {
+    let end = if cancelled {
         "cancelled"
     } else if stats.failed > 0 || stats.render_errors > 0 {
         "failed"
@@ -636,9 +636,9 @@ pub async fn run_job(
         "done"
     };
     env.log
-        .job_finished(&spec.job, state)
+        .job_finished(&spec.job, end)
         .await
-        .map_err(|e| format!("job {}: cannot record that it ended {state}: {e}", spec.job))?;
+        .map_err(|e| format!("job {}: cannot record that it ended {end}: {e}", spec.job))?;
     Ok(stats)
 }
 

@@ -592,3 +592,76 @@ fn resume_of_a_job_whose_recorded_count_is_absurd_is_refused_clearly() {
         "{err}"
     );
 }
+
+/// The history lags (another connection holds its lock, as a slow disk would make
+/// it) while the receiver keeps answering, and the process is killed then: since an
+/// answered request keeps its slot until its outcome is committed, no more than the
+/// requests in flight can go unrecorded, however far behind the history is.
+#[test]
+fn a_kill_while_the_history_lags_resends_at_most_the_requests_in_flight() {
+    const N: usize = 3000;
+    let phase = Arc::new(std::sync::atomic::AtomicUsize::new(1));
+    let (srv, seen) = counting_receiver(Duration::from_millis(1), phase.clone());
+    let setup = Setup::new(&workspace(&srv.url("/hook"), ""), &numbered_events(N));
+    let mut child = Command::new(BIN)
+        .args(setup.args("d", &["--concurrency", "8"]))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut first_line = String::new();
+    BufReader::new(child.stderr.take().expect("stderr"))
+        .read_line(&mut first_line)
+        .expect("job line");
+    let job = job_id(first_line.as_bytes());
+    let deadline = Instant::now() + Duration::from_mins(1);
+    while seen.lock().expect("lock").len() < N / 4 {
+        assert!(Instant::now() < deadline, "the job never got going");
+        assert!(child.try_wait().expect("wait").is_none(), "ended too soon");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let locker = rusqlite::Connection::open(setup.path("history.sqlite3")).expect("sqlite");
+    locker
+        .busy_timeout(Duration::from_secs(10))
+        .expect("timeout");
+    locker.execute_batch("BEGIN EXCLUSIVE").expect("lock");
+    let at_lock = seen.lock().expect("lock").len();
+    std::thread::sleep(Duration::from_millis(700));
+    let answered_while_locked = seen.lock().expect("lock").len() - at_lock;
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reaped");
+    locker.execute_batch("ROLLBACK").expect("unlock");
+    drop(locker);
+    std::thread::sleep(Duration::from_millis(100));
+
+    phase.store(2, std::sync::atomic::Ordering::SeqCst);
+    let out = setup.send("d", &["--concurrency", "8", "--resume", &job]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen = seen.lock().expect("lock");
+    let first: std::collections::HashSet<&String> = seen
+        .keys()
+        .filter(|(p, _)| *p == 1)
+        .map(|(_, id)| id)
+        .collect();
+    let resent: Vec<&String> = seen
+        .keys()
+        .filter(|(p, id)| *p == 2 && first.contains(id))
+        .map(|(_, id)| id)
+        .collect();
+    let all: std::collections::HashSet<&String> = seen.keys().map(|(_, id)| id).collect();
+    assert_eq!(all.len(), N, "every event delivered");
+    println!(
+        "{answered_while_locked} answered while the history was locked; {} re-sent by the resume",
+        resent.len()
+    );
+    assert!(
+        resent.len() <= 8,
+        "{} events delivered before the kill were sent again; at most the 8 in flight may be",
+        resent.len()
+    );
+}

@@ -279,7 +279,10 @@ pub fn send(
     drop(rt);
     let mut summary = json!({"job": job, "requests": requests, "delivered": delivered, "failed": failed, "skipped": skipped, "elapsed_ms": started.elapsed().as_millis() as u64});
     if let Some(h) = &history {
-        if let Err(e) = h.writer().flush() {
+        // A write error the job already reported is not repeated.
+        if let Err(e) = h.writer().flush()
+            && !job_failed
+        {
             eprintln!("hookline: {e}");
             job_failed = true;
         }

@@ -665,3 +665,17 @@ fn a_kill_while_the_history_lags_resends_at_most_the_requests_in_flight() {
         resent.len()
     );
 }
+
+#[test]
+fn a_corrupt_history_database_is_refused_before_anything_is_sent() {
+    let phase = Arc::new(std::sync::atomic::AtomicUsize::new(1));
+    let (srv, seen) = counting_receiver(Duration::ZERO, phase);
+    let setup = Setup::new(&workspace(&srv.url("/hook"), ""), &numbered_events(5));
+    let db = setup.path("history.sqlite3");
+    std::fs::write(&db, vec![0x5a_u8; 8192]).expect("garbage");
+    let out = setup.send("d", &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(&db) && err.contains("not a database"), "{err}");
+    assert!(seen.lock().expect("lock").is_empty(), "nothing may be sent");
+}

@@ -53,6 +53,17 @@ fn load_events(path: &Path) -> anyhow::Result<(EventList, Vec<String>, String)> 
     use sha2::Digest as _;
     let shown = path.display().to_string();
     let file = std::fs::File::open(path).map_err(|e| usage(format!("{shown}: {e}")))?;
+    // A regular file too large is refused before reading; a pipe or device is cut off
+    // at the cap while reading.
+    if let Ok(m) = file.metadata()
+        && m.is_file()
+        && m.len() > MAX_IMPORT_BYTES
+    {
+        return Err(usage(format!(
+            "{shown}: {} bytes is more than the {MAX_IMPORT_BYTES}-byte import limit",
+            m.len()
+        )));
+    }
     let mut bytes = Vec::new();
     file.take(MAX_IMPORT_BYTES + 1)
         .read_to_end(&mut bytes)

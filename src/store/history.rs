@@ -962,3 +962,52 @@ fn apply(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::Rng as _;
+
+    fn bitmap(v: &[(u64, u64)], n: u64) -> Vec<bool> {
+        let mut m = vec![false; n as usize];
+        for &(a, b) in v {
+            for i in a..=b.min(n - 1) {
+                m[i as usize] = true;
+            }
+        }
+        m
+    }
+
+    #[test]
+    fn range_merge_subtract_and_count_agree_with_a_bitmap() {
+        let mut rng = rand::rng();
+        for _ in 0..500 {
+            let n = 40u64;
+            let mut gen_ranges = || -> Vec<(u64, u64)> {
+                (0..rng.random_range(0..6))
+                    .map(|_| {
+                        let a = rng.random_range(0..n);
+                        (a, rng.random_range(a..n))
+                    })
+                    .collect()
+            };
+            let (x, y) = (gen_ranges(), gen_ranges());
+            let (mx, my) = (merge(x.clone()), merge(y.clone()));
+            assert_eq!(bitmap(&mx, n), bitmap(&x, n), "merge {x:?}");
+            assert!(
+                mx.windows(2).all(|w| w[0].1 + 1 < w[1].0),
+                "disjoint {mx:?}"
+            );
+            let d = subtract(&mx, &my);
+            let (bx, by) = (bitmap(&x, n), bitmap(&y, n));
+            let want: Vec<bool> = bx.iter().zip(&by).map(|(a, b)| *a && !*b).collect();
+            assert_eq!(bitmap(&d, n), want, "{x:?} - {y:?} = {d:?}");
+            assert_eq!(count(&mx), bx.iter().filter(|b| **b).count() as u64);
+        }
+        assert_eq!(
+            count(&[(0, u64::MAX)]),
+            u64::MAX,
+            "saturates, never overflows"
+        );
+    }
+}

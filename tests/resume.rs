@@ -515,9 +515,22 @@ fn resume_refuses_other_events_of_the_same_length_and_changed_destination_settin
     let job = job_id(&first.stderr);
     let stderr = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).into_owned();
 
-    // Same number of events, other content.
+    // The job records the SHA-256 of the events file's bytes.
     let events = setup.path("events.ndjson");
     let original = std::fs::read(&events).expect("events");
+    {
+        use sha2::Digest as _;
+        let h =
+            History::open(std::path::Path::new(&setup.path("history.sqlite3"))).expect("history");
+        let info = h.job(&job).expect("read").expect("job");
+        assert_eq!(
+            info.events_sha256.as_deref(),
+            Some(hex::encode(sha2::Sha256::digest(&original)).as_str())
+        );
+        assert!(info.destination_sha256.is_some());
+    }
+
+    // Same number of events, other content.
     std::fs::write(&events, numbered_events(3).replace("m-1", "x-1")).expect("edit");
     let other = setup.send("d", &["--resume", &job]);
     assert_eq!(other.status.code(), Some(2), "{}", stderr(&other));

@@ -68,27 +68,6 @@ impl From<Vec<Value>> for EventList {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn text_and_values_give_the_same_events() {
-        let vals = vec![json!({"b": 1, "a": "x"}), json!({"type": "track"})];
-        let text = EventList::compact(vals.clone());
-        let list = EventList::from(vals);
-        assert_eq!(text.len(), 2);
-        for i in 0..2 {
-            assert_eq!(
-                text.get(i).map(|r| r.map(Cow::into_owned)),
-                list.get(i).map(|r| r.map(Cow::into_owned))
-            );
-        }
-        assert!(text.get(2).is_none());
-    }
-}
-
 /// The canonical text of one JSON value: the input with every whitespace outside
 /// strings removed, and nothing else changed — numbers keep their digits
 /// (`123456789012345678901234567890` stays as written), strings their escapes. `json`
@@ -96,10 +75,7 @@ mod tests {
 pub fn canonical(json: &str) -> Box<str> {
     let json = json.trim();
     let b = json.as_bytes();
-    if !b
-        .iter()
-        .any(|c| matches!(c, b' ' | b'\n' | b'\r' | b'\t'))
-    {
+    if !b.iter().any(|c| matches!(c, b' ' | b'\n' | b'\r' | b'\t')) {
         return json.into();
     }
     let mut out = Vec::with_capacity(b.len());
@@ -135,9 +111,32 @@ mod canonical_tests {
     #[test]
     fn canonical_text_drops_whitespace_outside_strings_only() {
         assert_eq!(
-            &*canonical("{ \"a b\": [1, 2.50,\n 123456789012345678901234567890 ],\t\"c\": \"x \\\" y\\u00e9\" }"),
+            &*canonical(
+                "{ \"a b\": [1, 2.50,\n 123456789012345678901234567890 ],\t\"c\": \"x \\\" y\\u00e9\" }"
+            ),
             "{\"a b\":[1,2.50,123456789012345678901234567890],\"c\":\"x \\\" y\\u00e9\"}"
         );
         assert_eq!(&*canonical("{\"a\":1}"), "{\"a\":1}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn text_and_values_give_the_same_events() {
+        let vals = vec![json!({"b": 1, "a": "x"}), json!({"type": "track"})];
+        let text = EventList::compact(vals.clone());
+        let list = EventList::from(vals);
+        assert_eq!(text.len(), 2);
+        for i in 0..2 {
+            assert_eq!(
+                text.get(i).map(|r| r.map(Cow::into_owned)),
+                list.get(i).map(|r| r.map(Cow::into_owned))
+            );
+        }
+        assert!(text.get(2).is_none());
     }
 }

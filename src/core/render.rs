@@ -13,15 +13,15 @@ use sha2::Digest as _;
 use super::auth::{self, AuthError};
 use super::batch::{self, Batch};
 use super::events::EventList;
-use indexmap::IndexMap;
 use super::mapping::{self, CompiledRow, MappingError};
-use super::redact;
 use super::model::{
     Auth, Body, Destination, EVENT_TYPES, Envelope, MAX_BATCH_EVENTS, Method, Signing,
 };
+use super::redact;
 use super::secret::{Secret, Secrets};
 use super::sign;
 use super::template::{self, SecretScope, TemplateError, Templates, Tpl};
+use indexmap::IndexMap;
 
 /// The `User-Agent` Hookline sends unless a destination overrides it.
 pub const USER_AGENT: &str = concat!("hookline/", env!("CARGO_PKG_VERSION"));
@@ -99,7 +99,7 @@ struct Shown {
 }
 
 impl Shown {
-    fn new(real: &RenderedRequest, alts: [Option<RenderedRequest>; 2]) -> Self {
+    fn new(real: &RenderedRequest, alts: &[Option<RenderedRequest>; 2]) -> Self {
         let url_alts: Vec<Option<&str>> = alts
             .iter()
             .map(|a| a.as_ref().map(|a| a.base_url.as_str()))
@@ -143,10 +143,7 @@ impl std::fmt::Debug for RenderedRequest {
             .field("method", &r.method)
             .field("url", &r.url)
             .field("headers", &r.headers)
-            .field(
-                "body",
-                &r.body.as_deref().map(String::from_utf8_lossy),
-            )
+            .field("body", &r.body.as_deref().map(String::from_utf8_lossy))
             .field("events", &r.events)
             .field("idempotency_key", &r.idempotency_key)
             .finish_non_exhaustive()
@@ -772,7 +769,7 @@ impl CompiledDestination {
                 Ok(Prepared::Ready(p))
             }
             Ok(skipped) => Ok(skipped),
-            Err(e) => Err(self.redact_error(e, [alt(0).err(), alt(1).err()])),
+            Err(e) => Err(Self::redact_error(e, &[alt(0).err(), alt(1).err()])),
         }
     }
 
@@ -787,7 +784,7 @@ impl CompiledDestination {
     /// An error raised while a secret was in use: shown with every secret-derived span
     /// hidden (by comparing it with the sentinel renders' errors), or withheld when the
     /// sentinel renders did not fail the same way.
-    fn redact_error(&self, real: RenderError, alts: [Option<RenderError>; 2]) -> RenderError {
+    fn redact_error(real: RenderError, alts: &[Option<RenderError>; 2]) -> RenderError {
         let msgs: Vec<Option<&str>> = alts
             .iter()
             .map(|a| a.as_ref().map(|e| e.message.as_str()))
@@ -840,18 +837,6 @@ impl CompiledDestination {
             None
         };
         // Whatever happens below, tell the caller whether a secret was read.
-        struct Used<'a>(Option<&'a Arc<SecretScope>>, &'a mut bool);
-        impl Drop for Used<'_> {
-            fn drop(&mut self) {
-                if let Some(s) = self.0 {
-                    *self.1 = !s
-                        .used
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .is_empty();
-                }
-            }
-        }
         let _used = Used(scope.as_ref(), used);
         let mut tctx_cache: Option<minijinja::Value> = None;
         let mut tctx = || -> minijinja::Value {
@@ -969,7 +954,9 @@ impl CompiledDestination {
         // serialized from the value.
         let event_json = || -> Vec<u8> {
             match text {
-                Some(t) if overrides => strip_override_keys(t).unwrap_or_else(|| to_json(&stripped())),
+                Some(t) if overrides => {
+                    strip_override_keys(t).unwrap_or_else(|| to_json(&stripped()))
+                }
                 Some(t) => t.as_bytes().to_vec(),
                 None => to_json(&stripped()),
             }
@@ -1156,13 +1143,16 @@ impl CompiledDestination {
         match self.assemble(batch, ctx) {
             Ok(mut req) => {
                 let [a, b] = alts;
-                req.shown = Some(Box::new(Shown::new(&req, [a.ok(), b.ok()])));
+                req.shown = Some(Box::new(Shown::new(&req, &[a.ok(), b.ok()])));
                 self.sign(&mut req, ctx)?;
                 Ok(req)
             }
             Err(e) => {
                 let [a, b] = alts;
-                Err(self.redact_error(e, [a.err().flatten(), b.err().flatten()]))
+                Err(Self::redact_error(
+                    e,
+                    &[a.err().flatten(), b.err().flatten()],
+                ))
             }
         }
     }
@@ -1353,6 +1343,21 @@ fn strip_override_keys(text: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// On drop, sets the flag to whether the scope's templates read a secret.
+struct Used<'a>(Option<&'a Arc<SecretScope>>, &'a mut bool);
+
+impl Drop for Used<'_> {
+    fn drop(&mut self) {
+        if let Some(s) = self.0 {
+            *self.1 = !s
+                .used
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .is_empty();
+        }
+    }
+}
+
 fn push_secret(values: &mut Vec<Secret>, s: &Secret) {
     if !values.contains(s) {
         values.push(s.clone());
@@ -1503,8 +1508,7 @@ fn authority_uses_event(src: &str) -> bool {
         }
         i += 1;
     }
-    src[..end].contains("event")
-        && (src[..end].contains("{{") || src[..end].contains("{%"))
+    src[..end].contains("event") && (src[..end].contains("{{") || src[..end].contains("{%"))
 }
 
 /// URLs must be absolute `http://` or `https://` after rendering.
@@ -1553,12 +1557,14 @@ fn replace_path(url: &str, full: &str) -> Result<String, String> {
         return Ok(target.into());
     }
     let (path, query) = split_query(full);
-    u.set_path(if path.starts_with('/') {
-        path.to_owned()
-    } else {
-        format!("/{path}")
-    }
-    .as_str());
+    u.set_path(
+        if path.starts_with('/') {
+            path.to_owned()
+        } else {
+            format!("/{path}")
+        }
+        .as_str(),
+    );
     u.set_query(query);
     Ok(u.into())
 }

@@ -387,6 +387,151 @@ impl Object for JsonView {
     }
 }
 
+/// Refuse, when compiling, what no render could finish with bounded memory.
+fn check_source(field: &str, src: &str) -> Result<(), TemplateError> {
+    let g = growth(src);
+    if g > MAX_GROWTH {
+        return Err(TemplateError {
+            field: field.to_owned(),
+            position: String::new(),
+            message: format!(
+                "this template can multiply the size of what it reads {g} times or more (at most {MAX_GROWTH}): `set` chains that reuse a growing value, loops captured into a variable, `range`, `replace` and `*` on strings are limited so a render cannot exhaust memory"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// A conservative estimate of how many times a template can multiply the size of
+/// its inputs in a variable before it outputs anything. Plain output (`{{ … }}`) is
+/// bounded by [`MAX_OUTPUT`] and loops by [`FUEL`]; what escapes both is a value
+/// built in memory: `{% set s = s ~ s %}` repeated, or a loop captured by
+/// `{% set x %}…{% endset %}`. Each variable's factor is the sum of the factors of
+/// what its expression reads (inputs and literals count 1); `replace` and `*` square
+/// it, `range` multiplies by 1000, a loop inside a captured block by 1000.
+pub fn growth(src: &str) -> u64 {
+    use std::collections::HashMap;
+    let mut vars: HashMap<String, u64> = HashMap::new();
+    let mut worst = 1u64;
+    // Open `{% set x %}` captures: (name, sum so far, loop depth at start).
+    let mut captures: Vec<(String, u64)> = Vec::new();
+    let mut loops = 0u32;
+    let mut rest = src;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        let close = match after.as_bytes().first() {
+            Some(b'{') => "}}",
+            Some(b'%') => "%}",
+            Some(b'#') => "#}",
+            _ => {
+                rest = after;
+                continue;
+            }
+        };
+        let body_start = &after[1..];
+        let end = body_start.find(close).unwrap_or(body_start.len());
+        let tag =
+            body_start[..end].trim_matches(|c: char| c == '-' || c == '+' || c.is_whitespace());
+        rest = body_start.get(end + close.len()..).unwrap_or("");
+        let in_loop_capture = loops > 0 && !captures.is_empty();
+        match close {
+            "}}" => {
+                // Plain output is bounded by MAX_OUTPUT; only what a capture keeps counts.
+                if let Some(c) = captures.last_mut() {
+                    let m = expr_growth(tag, &vars).saturating_mul(if in_loop_capture {
+                        1000
+                    } else {
+                        1
+                    });
+                    c.1 = c.1.saturating_add(m);
+                }
+            }
+            "%}" => {
+                let (kw, tail) = tag.split_once(char::is_whitespace).unwrap_or((tag, ""));
+                match kw {
+                    "set" => {
+                        if let Some((lhs, rhs)) = tail.split_once('=') {
+                            let m = expr_growth(rhs, &vars);
+                            worst = worst.max(m);
+                            for name in lhs.split(',') {
+                                vars.insert(name.trim().to_owned(), m);
+                            }
+                        } else {
+                            captures.push((tail.trim().to_owned(), 0));
+                        }
+                    }
+                    "endset" => {
+                        if let Some((name, m)) = captures.pop() {
+                            worst = worst.max(m);
+                            vars.insert(name, m.max(1));
+                        }
+                    }
+                    "for" => loops += 1,
+                    "endfor" => loops = loops.saturating_sub(1),
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+    worst
+}
+
+fn expr_growth(expr: &str, vars: &std::collections::HashMap<String, u64>) -> u64 {
+    const WORDS: [&str; 14] = [
+        "and", "or", "not", "in", "is", "if", "else", "true", "false", "none", "True", "False",
+        "None", "loop",
+    ];
+    let b = expr.as_bytes();
+    let mut sum = 0u64;
+    let mut i = 0;
+    let mut prev = b' ';
+    let (mut squares, mut ranges) = (false, false);
+    while i < b.len() {
+        let c = b[i];
+        if c == b'"' || c == b'\'' {
+            let q = c;
+            i += 1;
+            while i < b.len() && b[i] != q {
+                i += if b[i] == b'\\' { 2 } else { 1 };
+            }
+            sum = sum.saturating_add(1);
+            i += 1;
+            prev = q;
+            continue;
+        }
+        if c.is_ascii_alphabetic() || c == b'_' {
+            let start = i;
+            while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
+                i += 1;
+            }
+            let word = &expr[start..i];
+            let callee = b.get(i) == Some(&b'(');
+            squares |= prev == b'|' && word == "replace";
+            ranges |= prev != b'.' && callee && word == "range";
+            // Attribute and filter names, and keywords, are not values.
+            if prev != b'.' && prev != b'|' && !WORDS.contains(&word) && !callee {
+                sum = sum.saturating_add(vars.get(word).copied().unwrap_or(1));
+            }
+            prev = b'a';
+            continue;
+        }
+        squares |= c == b'*';
+        if !c.is_ascii_whitespace() {
+            prev = c;
+        }
+        i += 1;
+    }
+    let mut m = sum.max(1);
+    if squares {
+        m = m.saturating_mul(m).max(m.saturating_mul(2));
+    }
+    if ranges {
+        m = m.saturating_mul(1000);
+    }
+    m
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -471,147 +616,4 @@ mod tests {
             Tpl::Static(_)
         ));
     }
-}
-
-/// Refuse, when compiling, what no render could finish with bounded memory.
-fn check_source(field: &str, src: &str) -> Result<(), TemplateError> {
-    let g = growth(src);
-    if g > MAX_GROWTH {
-        return Err(TemplateError {
-            field: field.to_owned(),
-            position: String::new(),
-            message: format!(
-                "this template can multiply the size of what it reads {g} times or more (at most {MAX_GROWTH}): `set` chains that reuse a growing value, loops captured into a variable, `range`, `replace` and `*` on strings are limited so a render cannot exhaust memory"
-            ),
-        });
-    }
-    Ok(())
-}
-
-/// A conservative estimate of how many times a template can multiply the size of
-/// its inputs in a variable before it outputs anything. Plain output (`{{ … }}`) is
-/// bounded by [`MAX_OUTPUT`] and loops by [`FUEL`]; what escapes both is a value
-/// built in memory: `{% set s = s ~ s %}` repeated, or a loop captured by
-/// `{% set x %}…{% endset %}`. Each variable's factor is the sum of the factors of
-/// what its expression reads (inputs and literals count 1); `replace` and `*` square
-/// it, `range` multiplies by 1000, a loop inside a captured block by 1000.
-pub fn growth(src: &str) -> u64 {
-    use std::collections::HashMap;
-    let mut vars: HashMap<String, u64> = HashMap::new();
-    let mut worst = 1u64;
-    // Open `{% set x %}` captures: (name, sum so far, loop depth at start).
-    let mut captures: Vec<(String, u64)> = Vec::new();
-    let mut loops = 0u32;
-    let mut rest = src;
-    while let Some(open) = rest.find('{') {
-        let after = &rest[open + 1..];
-        let close = match after.as_bytes().first() {
-            Some(b'{') => "}}",
-            Some(b'%') => "%}",
-            Some(b'#') => "#}",
-            _ => {
-                rest = after;
-                continue;
-            }
-        };
-        let body_start = &after[1..];
-        let end = body_start.find(close).unwrap_or(body_start.len());
-        let tag = body_start[..end].trim_matches(|c: char| c == '-' || c == '+' || c.is_whitespace());
-        rest = body_start.get(end + close.len()..).unwrap_or("");
-        let in_loop_capture = loops > 0 && !captures.is_empty();
-        match close {
-            "}}" => {
-                // Plain output is bounded by MAX_OUTPUT; only what a capture keeps counts.
-                if let Some(c) = captures.last_mut() {
-                    let m = expr_growth(tag, &vars)
-                        .saturating_mul(if in_loop_capture { 1000 } else { 1 });
-                    c.1 = c.1.saturating_add(m);
-                }
-            }
-            "%}" => {
-                let (kw, tail) = tag.split_once(char::is_whitespace).unwrap_or((tag, ""));
-                match kw {
-                    "set" => {
-                        if let Some((lhs, rhs)) = tail.split_once('=') {
-                            let m = expr_growth(rhs, &vars);
-                            worst = worst.max(m);
-                            for name in lhs.split(',') {
-                                vars.insert(name.trim().to_owned(), m);
-                            }
-                        } else {
-                            captures.push((tail.trim().to_owned(), 0));
-                        }
-                    }
-                    "endset" => {
-                        if let Some((name, m)) = captures.pop() {
-                            worst = worst.max(m);
-                            vars.insert(name, m.max(1));
-                        }
-                    }
-                    "for" => loops += 1,
-                    "endfor" => loops = loops.saturating_sub(1),
-                    _ => {}
-                }
-            }
-            _ => {}
-        }
-    }
-    worst
-}
-
-fn expr_growth(expr: &str, vars: &std::collections::HashMap<String, u64>) -> u64 {
-    const WORDS: [&str; 14] = [
-        "and", "or", "not", "in", "is", "if", "else", "true", "false", "none", "True",
-        "False", "None", "loop",
-    ];
-    let b = expr.as_bytes();
-    let mut sum = 0u64;
-    let mut i = 0;
-    let mut prev = b' ';
-    let (mut squares, mut ranges) = (false, false);
-    while i < b.len() {
-        let c = b[i];
-        if c == b'"' || c == b'\'' {
-            let q = c;
-            i += 1;
-            while i < b.len() && b[i] != q {
-                i += if b[i] == b'\\' { 2 } else { 1 };
-            }
-            sum = sum.saturating_add(1);
-            i += 1;
-            prev = q;
-            continue;
-        }
-        if c.is_ascii_alphabetic() || c == b'_' {
-            let start = i;
-            while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
-                i += 1;
-            }
-            let word = &expr[start..i];
-            let callee = b.get(i) == Some(&b'(');
-            squares |= prev == b'|' && word == "replace";
-            ranges |= prev != b'.' && callee && word == "range";
-            // Attribute and filter names, and keywords, are not values.
-            if prev != b'.' && prev != b'|' && !WORDS.contains(&word) {
-                if !callee {
-                    sum = sum.saturating_add(vars.get(word).copied().unwrap_or(1));
-                }
-            }
-            prev = b'a';
-            continue;
-        }
-        squares |= c == b'*';
-        if !c.is_ascii_whitespace() {
-            prev = c;
-        }
-        i += 1;
-    }
-    let mut m = sum.max(1);
-    if squares {
-        m = m.saturating_mul(m).max(m.saturating_mul(2));
-    }
-    if ranges {
-        m = m.saturating_mul(1000);
-    }
-    m
 }

@@ -92,7 +92,7 @@ async fn blocking<T: Send + 'static>(
 
 /// The longest lifetime a token's `expires_in` is taken at (a year): larger values,
 /// up to `u64::MAX`, would overflow the clock.
-const MAX_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
+const MAX_LIFETIME: Duration = Duration::from_hours(365 * 24);
 
 /// What a token endpoint gave us.
 #[derive(Debug, Clone)]

@@ -201,9 +201,10 @@ impl LazyKeyring {
         self.sender()?
             .send(job)
             .map_err(|_| SecretError::NoKeyring("the keyring thread stopped".into()))?;
-        match rrx.recv_timeout(self.timeout) {
-            Ok(r) => r,
-            Err(_) => {
+        if let Ok(r) = rrx.recv_timeout(self.timeout) {
+            r
+        } else {
+            {
                 let why = format!(
                     "the keyring (D-Bus Secret Service) did not answer within {} ms",
                     self.timeout.as_millis()

@@ -441,3 +441,55 @@ fn a_job_that_panics_ends_failed_with_an_error_instead_of_hanging() {
         "failed"
     );
 }
+
+/// A write nobody waits for (an attempt) fails while another connection holds the
+/// database; the job's next acknowledged write commits, yet reports the loss, so the
+/// job stops instead of finishing with part of its history missing.
+#[test]
+fn a_lost_unacknowledged_record_is_reported_by_the_jobs_next_commit() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("h.sqlite3");
+    let h = History::open(&path).expect("open");
+    let w = h.writer();
+    drop(w.job_started(&new_job("j", "d", "e", 2)));
+    w.flush().expect("flush");
+    let locker = rusqlite::Connection::open(&path).expect("sqlite");
+    locker.execute_batch("BEGIN EXCLUSIVE").expect("lock");
+    w.attempt(AttemptLog {
+        job: "j".into(),
+        request_no: 1,
+        attempt: 1,
+        method: "POST".into(),
+        url: "http://127.0.0.1/x".into(),
+        request_headers: vec![],
+        status: Some(200),
+        response_headers: vec![],
+        response_body: vec![],
+        latency_ms: 1.0,
+        error: None,
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let commit = w.events_done("j", &[0], &outcome(OutcomeKind::Delivered));
+    // The attempt's transaction gives up after the 5 s busy timeout; the events'
+    // transaction then gets the lock once it is released.
+    std::thread::sleep(Duration::from_secs(6));
+    locker.execute_batch("ROLLBACK").expect("unlock");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let r = rt
+        .block_on(async { tokio::time::timeout(Duration::from_secs(20), commit).await })
+        .expect("the commit resolves");
+    let e = r.expect_err("the job learns that its history lost a record");
+    assert!(
+        e.contains(&path.display().to_string()) && e.contains("locked"),
+        "{e}"
+    );
+    assert_eq!(
+        h.undelivered("j").expect("left"),
+        vec![1],
+        "event 0 did commit"
+    );
+    assert!(h.attempts("j", 10).expect("attempts").is_empty());
+}

@@ -48,8 +48,8 @@ pub struct SendArgs {
     pub force: bool,
 }
 
-/// SHA-256 (hex) of the events file, read in chunks on its own thread while the
-/// import reads the file (so it adds no wall time on two cores and no memory).
+/// SHA-256 (hex) of the events file, read in 64 KiB chunks on its own thread while
+/// the import reads the file (it overlaps the import and holds no copy of the file).
 /// `None` for what cannot be read twice or is not a regular file (a pipe,
 /// `<(…)`, a device): such a job's resume cannot check its events. Stops early
 /// when `stop` is set (the import failed).

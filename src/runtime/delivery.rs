@@ -616,7 +616,7 @@ pub async fn run_job(
         // The job stays `running` in the history (its heartbeat stops), so it shows
         // as interrupted and resumable; nothing more is written to a failing database.
         return Err(format!(
-            "job {} stopped: {e}; requests answered since the last commit are not recorded, so --resume {} sends them again",
+            "job {} stopped: {e}; --resume {} sends again what is not recorded as delivered (at most the requests that were in flight)",
             spec.job, spec.job
         ));
     }

@@ -791,6 +791,9 @@ fn writer_loop(
     path: &str,
 ) {
     let mut batch = Vec::with_capacity(4096);
+    // Jobs that lost records nobody was waiting for (attempts, heartbeats) in a failed
+    // transaction: their next acknowledgement reports it, so the job stops.
+    let mut lost: std::collections::HashMap<String, String> = std::collections::HashMap::new();
     while let Ok(first) = rx.recv() {
         batch.push(first);
         while batch.len() < 20_000 {
@@ -799,22 +802,57 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
-        let mut acks = Vec::new();
-        let mut flushes = Vec::new();
-        let result = write_batch(&mut conn, &mut batch, &mut acks, &mut flushes)
+        let mut owed = Owed::default();
+        let result = write_batch(&mut conn, &mut batch, &mut owed)
             .map_err(|e| format!("history database {path}: {e}"));
         batch.clear();
         if let Err(e) = &result {
             *error
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e.clone());
+            for job in owed.unacked {
+                lost.entry(job).or_insert_with(|| e.clone());
+            }
         }
         // Group commit: one transaction, then every waiting job learns its fate.
-        for a in acks {
-            let _ = a.send(result.clone());
+        for (job, ack) in owed.acks {
+            let r = match (&result, lost.remove(&job)) {
+                (Err(e), _) => Err(e.clone()),
+                (Ok(()), Some(e)) => Err(format!(
+                    "{e} (some of the job's records could not be saved)"
+                )),
+                (Ok(()), None) => Ok(()),
+            };
+            let _ = ack.send(r);
         }
-        for f in flushes {
+        for f in owed.flushes {
             let _ = f.send(());
+        }
+    }
+}
+
+/// What a batch owes once it has committed or failed.
+#[derive(Default)]
+struct Owed {
+    /// Acknowledgements, with the job each record belongs to.
+    acks: Vec<(String, Ack)>,
+    /// Jobs with records in the batch that nobody waits for (attempts, heartbeats).
+    unacked: Vec<String>,
+    flushes: Vec<mpsc::SyncSender<()>>,
+}
+
+impl Owed {
+    /// Take what `r` is owed; the record's data is dropped (its transaction failed).
+    fn settle(&mut self, r: Record) {
+        match r {
+            Record::JobCreated(j, ack) => self.acks.push((j.job, ack)),
+            Record::JobResumed(job, ack)
+            | Record::Events { job, ack, .. }
+            | Record::JobFinished { job, ack, .. } => self.acks.push((job, ack)),
+            Record::Attempt(a) => self.unacked.push(a.job),
+            Record::Heartbeat(job) => self.unacked.push(job),
+            Record::Flush(f) => self.flushes.push(f),
+            Record::Capture(_) => {}
         }
     }
 }
@@ -822,10 +860,17 @@ fn writer_loop(
 fn write_batch(
     conn: &mut Connection,
     batch: &mut Vec<Record>,
-    acks: &mut Vec<Ack>,
-    flushes: &mut Vec<mpsc::SyncSender<()>>,
+    owed: &mut Owed,
 ) -> rusqlite::Result<()> {
-    let tx = conn.transaction()?;
+    let tx = match conn.transaction() {
+        Ok(tx) => tx,
+        Err(e) => {
+            for r in batch.drain(..) {
+                owed.settle(r);
+            }
+            return Err(e);
+        }
+    };
     let pid = i64::from(std::process::id());
     {
         let at = now();
@@ -837,18 +882,11 @@ fn write_batch(
         let mut failure = None;
         for r in batch.drain(..) {
             if failure.is_some() {
-                // The transaction is lost: the remaining records only need their acks.
-                match r {
-                    Record::JobCreated(_, ack)
-                    | Record::JobResumed(_, ack)
-                    | Record::Events { ack, .. }
-                    | Record::JobFinished { ack, .. } => acks.push(ack),
-                    Record::Flush(f) => flushes.push(f),
-                    Record::Attempt(_) | Record::Capture(_) | Record::Heartbeat(_) => {}
-                }
+                // The transaction is lost: the remaining records only need settling.
+                owed.settle(r);
                 continue;
             }
-            if let Err(e) = apply(&tx, &mut ev, &mut att, r, acks, flushes, &at, pid) {
+            if let Err(e) = apply(&tx, &mut ev, &mut att, r, owed, &at, pid) {
                 failure = Some(e);
             }
         }
@@ -866,99 +904,98 @@ fn apply(
     ev: &mut rusqlite::CachedStatement<'_>,
     att: &mut rusqlite::CachedStatement<'_>,
     r: Record,
-    acks: &mut Vec<Ack>,
-    flushes: &mut Vec<mpsc::SyncSender<()>>,
+    owed: &mut Owed,
     at: &str,
     pid: i64,
 ) -> rusqlite::Result<()> {
-    {
-        {
-            match r {
-                Record::JobCreated(j, ack) => {
-                    acks.push(ack);
-                    tx.execute(
-                        "INSERT OR IGNORE INTO jobs(id, destination, source, total_events, created_at, state, events_sha256, destination_sha256, pid, heartbeat_at)
-                         VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7, ?8, ?5)",
-                        params![
-                            j.job,
-                            j.destination,
-                            j.source,
-                            j.total_events as i64,
-                            at,
-                            j.fingerprint.events_sha256,
-                            j.fingerprint.destination_sha256,
-                            pid
-                        ],
-                    )?;
-                }
-                Record::JobResumed(job, ack) => {
-                    acks.push(ack);
-                    tx.execute(
-                        "UPDATE jobs SET state = 'running', finished_at = NULL, pid = ?2, heartbeat_at = ?3 WHERE id = ?1",
-                        params![job, pid, at],
-                    )?;
-                }
-                Record::Events {
+    match r {
+        Record::JobCreated(j, ack) => {
+            owed.acks.push((j.job.clone(), ack));
+            tx.execute(
+                "INSERT OR IGNORE INTO jobs(id, destination, source, total_events, created_at, state, events_sha256, destination_sha256, pid, heartbeat_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7, ?8, ?5)",
+                params![
+                    j.job,
+                    j.destination,
+                    j.source,
+                    j.total_events as i64,
+                    at,
+                    j.fingerprint.events_sha256,
+                    j.fingerprint.destination_sha256,
+                    pid
+                ],
+            )?;
+        }
+        Record::JobResumed(job, ack) => {
+            owed.acks.push((job.clone(), ack));
+            tx.execute(
+                "UPDATE jobs SET state = 'running', finished_at = NULL, pid = ?2, heartbeat_at = ?3 WHERE id = ?1",
+                params![job, pid, at],
+            )?;
+        }
+        Record::Events {
+            job,
+            ranges,
+            state,
+            attempts,
+            status,
+            error,
+            ack,
+        } => {
+            // The ack is owed before anything can fail: a failed write is reported
+            // as such, not as a vanished writer.
+            owed.acks.push((job.clone(), ack));
+            for (a, b) in ranges {
+                ev.execute(params![
                     job,
-                    ranges,
+                    a as i64,
+                    b as i64,
                     state,
-                    attempts,
-                    status,
+                    i64::from(attempts),
+                    status.map(i64::from),
                     error,
-                    ack,
-                } => {
-                    acks.push(ack);
-                    for (a, b) in ranges {
-                        ev.execute(params![
-                            job,
-                            a as i64,
-                            b as i64,
-                            state,
-                            i64::from(attempts),
-                            status.map(i64::from),
-                            error,
-                            at
-                        ])?;
-                    }
-                }
-                Record::Attempt(a) => {
-                    att.execute(params![
-                        a.job,
-                        a.request_no as i64,
-                        i64::from(a.attempt),
-                        at,
-                        a.method,
-                        a.url,
-                        serde_json::to_string(&a.request_headers).unwrap_or_default(),
-                        a.status.map(i64::from),
-                        serde_json::to_string(&a.response_headers).unwrap_or_default(),
-                        a.response_body,
-                        a.latency_ms,
-                        a.error
-                    ])?;
-                }
-                Record::Capture(c) => {
-                    tx.execute(
-                        "INSERT INTO captures(at, method, path, query, headers, body, signature) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                        params![c.at, c.method, c.path, c.query, serde_json::to_string(&c.headers).unwrap_or_default(), c.body, c.signature.map(|v| if v { "valid" } else { "invalid" })],
-                    )?;
-                }
-                Record::JobFinished { job, state, ack } => {
-                    acks.push(ack);
-                    tx.execute(
-                        "UPDATE jobs SET state = ?2, finished_at = ?3, heartbeat_at = ?3 WHERE id = ?1",
-                        params![job, state, at],
-                    )?;
-                }
-                Record::Heartbeat(job) => {
-                    tx.execute(
-                        "UPDATE jobs SET heartbeat_at = ?2 WHERE id = ?1 AND state = 'running'",
-                        params![job, at],
-                    )?;
-                }
-                Record::Flush(f) => flushes.push(f),
+                    at
+                ])?;
             }
         }
+        Record::Attempt(a) => {
+            owed.unacked.push(a.job.clone());
+            att.execute(params![
+                a.job,
+                a.request_no as i64,
+                i64::from(a.attempt),
+                at,
+                a.method,
+                a.url,
+                serde_json::to_string(&a.request_headers).unwrap_or_default(),
+                a.status.map(i64::from),
+                serde_json::to_string(&a.response_headers).unwrap_or_default(),
+                a.response_body,
+                a.latency_ms,
+                a.error
+            ])?;
+        }
+        Record::Capture(c) => {
+            tx.execute(
+                "INSERT INTO captures(at, method, path, query, headers, body, signature) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![c.at, c.method, c.path, c.query, serde_json::to_string(&c.headers).unwrap_or_default(), c.body, c.signature.map(|v| if v { "valid" } else { "invalid" })],
+            )?;
+        }
+        Record::JobFinished { job, state, ack } => {
+            owed.acks.push((job.clone(), ack));
+            tx.execute(
+                "UPDATE jobs SET state = ?2, finished_at = ?3, heartbeat_at = ?3 WHERE id = ?1",
+                params![job, state, at],
+            )?;
+        }
+        Record::Heartbeat(job) => {
+            owed.unacked.push(job.clone());
+            tx.execute(
+                "UPDATE jobs SET heartbeat_at = ?2 WHERE id = ?1 AND state = 'running'",
+                params![job, at],
+            )?;
+        }
+        Record::Flush(f) => owed.flushes.push(f),
     }
     Ok(())
 }

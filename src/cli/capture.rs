@@ -12,8 +12,8 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::Sender;
 use std::time::Duration;
 
 use super::{open_history, usage};
@@ -99,22 +99,26 @@ pub struct CaptureArgs {
     pub max_connections: Option<usize>,
 }
 
-/// Lines waiting for stdout; past this, lines are skipped (never `--out` or the history).
-const STDOUT_QUEUE: usize = 4096;
+/// Bytes of lines waiting for stdout; past this, lines are skipped (never `--out` or the
+/// history). One line is always let through when nothing is waiting, however long.
+const STDOUT_QUEUE_BYTES: usize = 1 << 20;
 
-/// The stdout side: a bounded queue to a writer thread that may block on a slow reader.
+/// The stdout side: a byte-bounded queue to a writer thread that may block on a slow reader.
 struct Printer {
-    tx: Option<SyncSender<String>>,
+    tx: Option<Sender<String>>,
+    queued: Arc<AtomicUsize>,
     skipped: Arc<AtomicU64>,
     skipped_total: u64,
-    closed: bool,
+    closed: Arc<AtomicBool>,
 }
 
 impl Printer {
     fn start() -> Self {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<String>(STDOUT_QUEUE);
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let queued = Arc::new(AtomicUsize::new(0));
         let skipped = Arc::new(AtomicU64::new(0));
-        let sk = skipped.clone();
+        let closed = Arc::new(AtomicBool::new(false));
+        let (q, sk, cl) = (queued.clone(), skipped.clone(), closed.clone());
         // Not joined: at exit a stdout nobody reads must not hold the process.
         std::thread::spawn(move || {
             let mut buf = String::new();
@@ -124,40 +128,49 @@ impl Printer {
                 if n > 0 {
                     buf.push_str(&format!("{{\"skipped\":{n}}}\n"));
                 }
+                let mut taken = first.len();
                 buf.push_str(&first);
-                while let Ok(more) = rx.try_recv() {
+                while buf.len() < 1 << 16
+                    && let Ok(more) = rx.try_recv()
+                {
+                    taken += more.len();
                     buf.push_str(&more);
-                    if buf.len() > 1 << 20 {
-                        break;
-                    }
                 }
                 let mut out = std::io::stdout().lock();
-                if out.write_all(buf.as_bytes()).and_then(|()| out.flush()).is_err() {
-                    return; // stdout closed: the receiver keeps recording to --out and history
+                let ok = out.write_all(buf.as_bytes()).and_then(|()| out.flush()).is_ok();
+                drop(out);
+                q.fetch_sub(taken, Ordering::Relaxed);
+                if !ok {
+                    // stdout closed: the receiver keeps recording to --out and the history.
+                    cl.store(true, Ordering::Relaxed);
+                    return;
                 }
             }
         });
         Self {
             tx: Some(tx),
+            queued,
             skipped,
             skipped_total: 0,
-            closed: false,
+            closed,
         }
     }
 
     /// Queue one line (ending in `\n`); never blocks.
     fn line(&mut self, line: String) {
+        if self.closed.load(Ordering::Relaxed) {
+            self.tx = None;
+        }
         let Some(tx) = &self.tx else { return };
-        match tx.try_send(line) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                self.skipped.fetch_add(1, Ordering::Relaxed);
-                self.skipped_total += 1;
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                self.tx = None;
-                self.closed = true;
-            }
+        let waiting = self.queued.load(Ordering::Relaxed);
+        if waiting > 0 && waiting + line.len() > STDOUT_QUEUE_BYTES {
+            self.skipped.fetch_add(1, Ordering::Relaxed);
+            self.skipped_total += 1;
+            return;
+        }
+        self.queued.fetch_add(line.len(), Ordering::Relaxed);
+        if tx.send(line).is_err() {
+            self.tx = None;
         }
     }
 }
@@ -301,7 +314,7 @@ pub fn capture(args: &CaptureArgs, secrets: &Secrets) -> anyhow::Result<u8> {
                 }
             );
         }
-        if p.closed {
+        if p.closed.load(Ordering::Relaxed) {
             eprintln!("hookline: stdout was closed; capture lines after that were not printed");
         }
     }

@@ -88,7 +88,9 @@ pub struct CaptureConfig {
     pub body_read_timeout: Duration,
     /// A connection with no request in flight is closed after this time.
     pub idle_timeout: Duration,
-    /// At most this many connections are served at once; more wait in the listen backlog.
+    /// At most this many connections are served at once. At the cap a new client takes the
+    /// place of the connection idle the longest (half-open or keep-alive); when all are busy
+    /// it waits, and later clients wait in the listen backlog.
     pub max_connections: usize,
     /// On shutdown, connections get this long to finish their request before they are cut.
     pub shutdown_grace: Duration,
@@ -203,6 +205,8 @@ pub struct Counters {
     pub accept_errors: AtomicU64,
     /// Connections being served right now.
     pub open_connections: AtomicU64,
+    /// Idle or half-open connections cut to make room for a new client at the connection cap.
+    pub evicted: AtomicU64,
 }
 
 struct Shared {
@@ -285,12 +289,58 @@ impl Drop for InFlight {
     }
 }
 
-/// Decrements the open-connections gauge when a connection task ends, however it ends.
-struct OpenGuard(Arc<Counters>);
+/// A served connection, as the accept loop sees it: whether it is idle, and how to cut it.
+#[derive(Clone)]
+struct Conn {
+    activity: Arc<Activity>,
+    kill: Arc<tokio::sync::Notify>,
+}
+
+/// The open connections, by a per-receiver id.
+type Registry = Arc<std::sync::Mutex<std::collections::HashMap<u64, Conn>>>;
+
+fn lock(r: &Registry) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, Conn>> {
+    r.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Cut the connection with no request in flight that has been idle the longest, if it has
+/// been idle for at least [`EVICT_MIN_IDLE`]. `false` when there is none.
+fn evict_longest_idle(registry: &Registry) -> bool {
+    let map = lock(registry);
+    let oldest = map
+        .values()
+        .filter_map(|c| c.activity.idle_since().map(|since| (since, c)))
+        .filter(|(since, _)| since.elapsed() >= EVICT_MIN_IDLE)
+        .min_by_key(|(since, _)| *since);
+    match oldest {
+        Some((_, c)) => {
+            c.kill.notify_one();
+            true
+        }
+        None => false,
+    }
+}
+
+/// A connection is only cut for a newcomer after this long without a request: a real client
+/// sends its request head at once, and one just accepted has had no chance to.
+const EVICT_MIN_IDLE: Duration = Duration::from_millis(250);
+
+/// How often a client waiting for a slot retries eviction while every connection is busy.
+const EVICT_RETRY: Duration = Duration::from_millis(50);
+
+/// When a connection task ends, however it ends: the gauge goes down, the registry forgets it.
+struct OpenGuard {
+    counters: Arc<Counters>,
+    registry: Registry,
+    id: u64,
+}
 
 impl Drop for OpenGuard {
     fn drop(&mut self) {
-        self.0.open_connections.fetch_sub(1, Ordering::Relaxed);
+        self.counters
+            .open_connections
+            .fetch_sub(1, Ordering::Relaxed);
+        lock(&self.registry).remove(&self.id);
     }
 }
 
@@ -378,13 +428,10 @@ pub async fn start(
         let (drain_tx, drain_rx) = watch::channel(false);
         let mut conns = tokio::task::JoinSet::new();
         let mut backoff = Duration::ZERO;
+        let registry: Registry = Arc::default();
+        let mut next_conn = 0u64;
         loop {
             while conns.try_join_next().is_some() {}
-            // Wait for a free slot before accepting: past the cap, clients wait in the backlog.
-            let permit = tokio::select! {
-                p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-                _ = &mut stop_rx => break,
-            };
             let accepted = tokio::select! {
                 a = listener.accept() => a,
                 _ = &mut stop_rx => break,
@@ -399,19 +446,50 @@ pub async fn start(
                     // the listener stays readable, so retrying at once would spin. Back off.
                     ctr.accept_errors.fetch_add(1, Ordering::Relaxed);
                     backoff = (backoff * 2).clamp(ACCEPT_BACKOFF.0, ACCEPT_BACKOFF.1);
-                    drop(permit);
                     tokio::select! {
                         () = tokio::time::sleep(backoff) => continue,
                         _ = &mut stop_rx => break,
                     }
                 }
             };
+            // At the cap, a new client takes the slot of the connection idle the longest
+            // (half-open or keep-alive, no request in flight); if every one is busy it waits,
+            // and no further client is accepted meanwhile (they wait in the backlog).
+            let permit = loop {
+                if let Ok(p) = slots.clone().try_acquire_owned() {
+                    break Some(p);
+                }
+                if evict_longest_idle(&registry) {
+                    ctr.evicted.fetch_add(1, Ordering::Relaxed);
+                }
+                tokio::select! {
+                    p = slots.clone().acquire_owned() => break p.ok(),
+                    () = tokio::time::sleep(EVICT_RETRY) => {}
+                    _ = &mut stop_rx => break None,
+                }
+            };
+            let Some(permit) = permit else { break };
             let _ = stream.set_nodelay(true);
+            let id = next_conn;
+            next_conn += 1;
+            let conn = Conn {
+                activity: Arc::new(Activity {
+                    start: Instant::now(),
+                    in_flight: AtomicUsize::new(0),
+                    last_ms: AtomicU64::new(0),
+                }),
+                kill: Arc::new(tokio::sync::Notify::new()),
+            };
+            lock(&registry).insert(id, conn.clone());
             ctr.open_connections.fetch_add(1, Ordering::Relaxed);
-            let open = OpenGuard(ctr.clone());
-            let conn = serve(stream, router.clone(), http.clone(), idle, drain_rx.clone());
+            let open = OpenGuard {
+                counters: ctr.clone(),
+                registry: registry.clone(),
+                id,
+            };
+            let served = serve(stream, conn, router.clone(), http.clone(), idle, drain_rx.clone());
             conns.spawn(async move {
-                conn.await;
+                served.await;
                 drop((permit, open));
             });
         }
@@ -435,18 +513,14 @@ pub async fn start(
 /// Serve one connection until it ends, is dropped by a fault, idles out or is drained.
 async fn serve(
     stream: tokio::net::TcpStream,
+    conn: Conn,
     router: Router,
     http: hyper::server::conn::http1::Builder,
     idle: Duration,
     mut drain: watch::Receiver<bool>,
 ) {
-    let kill = Arc::new(tokio::sync::Notify::new());
+    let Conn { activity, kill } = conn;
     let k = DropConn(kill.clone());
-    let activity = Arc::new(Activity {
-        start: Instant::now(),
-        in_flight: AtomicUsize::new(0),
-        last_ms: AtomicU64::new(0),
-    });
     let act = activity.clone();
     let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         req.extensions_mut().insert(k.clone());

@@ -443,8 +443,12 @@ pub async fn start(
                 }
                 Err(_) => {
                     // EMFILE, ENFILE, ENOBUFS…: the pending connection stays in the backlog and
-                    // the listener stays readable, so retrying at once would spin. Back off.
+                    // the listener stays readable, so retrying at once would spin. Back off, and
+                    // free a descriptor held by the connection idle the longest, if any.
                     ctr.accept_errors.fetch_add(1, Ordering::Relaxed);
+                    if evict_longest_idle(&registry) {
+                        ctr.evicted.fetch_add(1, Ordering::Relaxed);
+                    }
                     backoff = (backoff * 2).clamp(ACCEPT_BACKOFF.0, ACCEPT_BACKOFF.1);
                     tokio::select! {
                         () = tokio::time::sleep(backoff) => continue,

@@ -304,14 +304,15 @@ pub fn capture(args: &CaptureArgs, secrets: &Secrets) -> anyhow::Result<u8> {
     }
     if let Some(p) = printer {
         if p.skipped_total > 0 {
+            let kept = match (args.out.is_some(), history.is_some()) {
+                (true, true) => " (--out and the history have them all)",
+                (true, false) => " (--out has them all)",
+                (false, true) => " (the history has them all)",
+                (false, false) => "",
+            };
             eprintln!(
-                "hookline: stdout did not keep up: {} capture lines were not printed{}",
-                p.skipped_total,
-                if args.out.is_some() || history.is_some() {
-                    " (--out and the history have them all)"
-                } else {
-                    ""
-                }
+                "hookline: stdout did not keep up: {} capture lines were not printed{kept}",
+                p.skipped_total
             );
         }
         if p.closed.load(Ordering::Relaxed) {

@@ -493,7 +493,10 @@ async fn raw_exchange(s: &mut TcpStream, request: &[u8]) -> String {
         match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
             Ok(Ok(0) | Err(_)) => break,
             Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
-            Err(_) => panic!("no answer in 5 s: {:?}", String::from_utf8_lossy(&got)),
+            Err(elapsed) => panic!(
+                "no answer in 5 s ({elapsed}): {:?}",
+                String::from_utf8_lossy(&got)
+            ),
         }
     }
     String::from_utf8_lossy(&got).into_owned()
@@ -534,7 +537,12 @@ async fn half_open_connections_are_closed_by_the_header_timeout_and_others_are_s
         );
     }
     let deadline = Instant::now() + Duration::from_secs(5);
-    while h.counters().open_connections.load(std::sync::atomic::Ordering::Relaxed) > 1 {
+    while h
+        .counters()
+        .open_connections
+        .load(std::sync::atomic::Ordering::Relaxed)
+        > 1
+    {
         assert!(Instant::now() < deadline, "connections not released");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -583,9 +591,9 @@ async fn a_body_that_stops_arriving_gets_408_and_the_connection_closes() {
 
 #[tokio::test]
 async fn at_the_connection_cap_a_new_client_takes_the_place_of_a_half_open_one() {
-    let mut c = short_timeouts(60_000, 60_000);
-    c.max_connections = 8;
-    let (h, mut rx) = receiver(c).await;
+    let mut cfg = short_timeouts(60_000, 60_000);
+    cfg.max_connections = 8;
+    let (h, mut rx) = receiver(cfg).await;
     let mut half_open = Vec::new();
     for _ in 0..30 {
         let mut s = TcpStream::connect(h.addr()).await.expect("connect");
@@ -599,18 +607,26 @@ async fn at_the_connection_cap_a_new_client_takes_the_place_of_a_half_open_one()
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // The header timeout is a minute: only eviction can make room this fast.
-    let t = Instant::now();
-    let r = client()
+    let started = Instant::now();
+    let answer = client()
         .post(format!("http://{}/after", h.addr()))
         .body("{}")
         .send()
         .await
         .expect("answered");
-    assert_eq!(r.status(), 200);
-    assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
+    assert_eq!(answer.status(), 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(next(&mut rx).await.path, "/after");
     assert!(n(&h.counters().open_connections) <= 8);
-    assert!(n(&h.counters().evicted) >= 22, "{}", n(&h.counters().evicted));
+    assert!(
+        n(&h.counters().evicted) >= 22,
+        "{}",
+        n(&h.counters().evicted)
+    );
 }
 
 #[tokio::test]
@@ -667,7 +683,8 @@ async fn a_malformed_chunked_body_is_400_and_only_a_body_over_the_limit_is_413()
         .await
         .expect("closed");
     assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 413"));
-    let ok = "POST /h HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
+    let ok =
+        "POST /h HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
     let mut s = TcpStream::connect(h.addr()).await.expect("connect");
     assert!(
         raw_exchange(&mut s, ok.as_bytes())
@@ -695,7 +712,10 @@ async fn collect_path_segments_are_percent_decoded() {
         .await
         .expect("sent");
     let c = next(&mut rx).await;
-    assert_eq!(c.path, "/collect/Order%20Completed/src%2F1/s%C3%A9ss", "path as received");
+    assert_eq!(
+        c.path, "/collect/Order%20Completed/src%2F1/s%C3%A9ss",
+        "path as received"
+    );
     assert_eq!(
         capture_to_event(&c),
         Some(
@@ -768,7 +788,9 @@ async fn credential_and_signature_headers_are_stored_redacted_in_live_captures_a
         assert_eq!(get("idempotency-key"), Some("idem-1"));
         assert_eq!(get("x-custom"), Some("visible"));
         let all = format!("{headers:?}");
-        for secret in ["AAA111", "cGFzc0JC", "CCC222", "DDD333", "EEE444", "FFF555", "GGG666", &sig] {
+        for secret in [
+            "AAA111", "cGFzc0JC", "CCC222", "DDD333", "EEE444", "FFF555", "GGG666", &sig,
+        ] {
             assert!(!all.contains(secret), "{secret} in {all}");
         }
     }
@@ -930,7 +952,7 @@ fn the_cli_escapes_control_characters_and_redacts_credentials_on_stdout_and_out(
         ],
         Stdio::piped(),
     );
-    assert!(url.is_ascii() && !url.chars().any(|c| c.is_control()));
+    assert!(url.is_ascii() && !url.chars().any(char::is_control));
     let addr = url.strip_prefix("http://").expect("http").to_owned();
     let body = b"{\"k\":\"\\u001b[2J\x7f\"}";
     let mut req = format!("POST /collect/%1B%5D0%3Bpwned%07/src?q=%1B HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer topsecret\r\nContent-Length: {}\r\nX-Evil: ", body.len()).into_bytes();
@@ -950,7 +972,9 @@ fn the_cli_escapes_control_characters_and_redacts_credentials_on_stdout_and_out(
     let saved = std::fs::read(&out).expect("out");
     for (what, bytes) in [("stdout", &line), ("--out", &saved)] {
         assert!(
-            bytes.iter().all(|b| (0x20..0x7f).contains(b) || *b == b'\n'),
+            bytes
+                .iter()
+                .all(|b| (0x20..0x7f).contains(b) || *b == b'\n'),
             "{what} holds raw control or non-ASCII bytes: {:?}",
             String::from_utf8_lossy(bytes)
         );
@@ -960,14 +984,30 @@ fn the_cli_escapes_control_characters_and_redacts_credentials_on_stdout_and_out(
     let v: Value = serde_json::from_slice(&line).expect("json");
     assert_eq!(v["collect"]["event_type"], "\u{1b}]0;pwned\u{7}");
     let hs = v["headers"].as_array().expect("headers");
-    assert!(hs.contains(&json!(["authorization", "Bearer ***"])), "{hs:?}");
+    assert!(
+        hs.contains(&json!(["authorization", "Bearer ***"])),
+        "{hs:?}"
+    );
     assert!(hs.contains(&json!(["x-evil", "\u{9b}31m"])), "{hs:?}");
     let ev: Value = serde_json::from_slice(&saved).expect("event");
     assert_eq!(ev["type"], "\u{1b}]0;pwned\u{7}");
     assert_eq!(ev["properties"]["k"], "\u{1b}[2J\u{7f}");
     let mut err = String::new();
-    std::io::Read::read_to_string(&mut guard.0.as_mut().expect("child").stderr.take().expect("stderr"), &mut err).expect("stderr");
-    assert!(!err.contains("warning"), "no network warning on loopback: {err:?}");
+    std::io::Read::read_to_string(
+        &mut guard
+            .0
+            .as_mut()
+            .expect("child")
+            .stderr
+            .take()
+            .expect("stderr"),
+        &mut err,
+    )
+    .expect("stderr");
+    assert!(
+        !err.contains("warning"),
+        "no network warning on loopback: {err:?}"
+    );
 }
 
 #[test]
@@ -977,9 +1017,21 @@ fn the_cli_warns_on_stderr_when_listening_beyond_loopback() {
     let status = sigterm_and_wait(&mut guard, Duration::from_secs(10));
     assert!(status.success());
     let mut err = String::new();
-    std::io::Read::read_to_string(&mut guard.0.as_mut().expect("child").stderr.take().expect("stderr"), &mut err).expect("stderr");
+    std::io::Read::read_to_string(
+        &mut guard
+            .0
+            .as_mut()
+            .expect("child")
+            .stderr
+            .take()
+            .expect("stderr"),
+        &mut err,
+    )
+    .expect("stderr");
     assert!(
-        err.contains("warning") && err.contains("reachable from the network") && err.contains("credentials"),
+        err.contains("warning")
+            && err.contains("reachable from the network")
+            && err.contains("credentials"),
         "{err:?}"
     );
 }
@@ -1030,7 +1082,10 @@ fn accept_errors_under_a_low_descriptor_limit_back_off_instead_of_spinning() {
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let used = cpu_ticks(pid) - before;
         // A spinning accept loop burns ~150 ticks (100 Hz) in 1.5 s.
-        assert!(used < 40, "{used} ticks of CPU in 1.5 s while out of descriptors");
+        assert!(
+            used < 40,
+            "{used} ticks of CPU in 1.5 s while out of descriptors"
+        );
         let r = client()
             .post(format!("{url}/after"))
             .timeout(Duration::from_secs(10))

@@ -10,6 +10,7 @@
 //! headers redacted unless raw capture is asked for.
 
 use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -436,26 +437,21 @@ pub async fn start(
                 a = listener.accept() => a,
                 _ = &mut stop_rx => break,
             };
-            let stream = match accepted {
-                Ok((stream, _)) => {
-                    backoff = Duration::ZERO;
-                    stream
+            let Ok((stream, _)) = accepted else {
+                // EMFILE, ENFILE, ENOBUFS…: the pending connection stays in the backlog and
+                // the listener stays readable, so retrying at once would spin. Back off, and
+                // free a descriptor held by the connection idle the longest, if any.
+                ctr.accept_errors.fetch_add(1, Ordering::Relaxed);
+                if evict_longest_idle(&registry) {
+                    ctr.evicted.fetch_add(1, Ordering::Relaxed);
                 }
-                Err(_) => {
-                    // EMFILE, ENFILE, ENOBUFS…: the pending connection stays in the backlog and
-                    // the listener stays readable, so retrying at once would spin. Back off, and
-                    // free a descriptor held by the connection idle the longest, if any.
-                    ctr.accept_errors.fetch_add(1, Ordering::Relaxed);
-                    if evict_longest_idle(&registry) {
-                        ctr.evicted.fetch_add(1, Ordering::Relaxed);
-                    }
-                    backoff = (backoff * 2).clamp(ACCEPT_BACKOFF.0, ACCEPT_BACKOFF.1);
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff) => continue,
-                        _ = &mut stop_rx => break,
-                    }
+                backoff = (backoff * 2).clamp(ACCEPT_BACKOFF.0, ACCEPT_BACKOFF.1);
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => continue,
+                    _ = &mut stop_rx => break,
                 }
             };
+            backoff = Duration::ZERO;
             // At the cap, a new client takes the slot of the connection idle the longest
             // (half-open or keep-alive, no request in flight); if every one is busy it waits,
             // and no further client is accepted meanwhile (they wait in the backlog).
@@ -491,7 +487,14 @@ pub async fn start(
                 registry: registry.clone(),
                 id,
             };
-            let served = serve(stream, conn, router.clone(), http.clone(), idle, drain_rx.clone());
+            let served = serve(
+                stream,
+                conn,
+                router.clone(),
+                http.clone(),
+                idle,
+                drain_rx.clone(),
+            );
             conns.spawn(async move {
                 served.await;
                 drop((permit, open));
@@ -500,10 +503,8 @@ pub async fn start(
         drop(listener);
         // Finish what is in flight (idle keep-alive connections close at once), then cut the rest.
         let _ = drain_tx.send(true);
-        let _ = tokio::time::timeout(grace, async {
-            while conns.join_next().await.is_some() {}
-        })
-        .await;
+        let _ =
+            tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} }).await;
         conns.shutdown().await;
     });
     Ok(ReceiverHandle {
@@ -628,7 +629,11 @@ enum BodyError {
 
 /// The whole body, at most `limit` bytes: over the limit is [`BodyError::TooLarge`], any
 /// framing error [`BodyError::Malformed`] (so a broken chunked body is a 400, not a 413).
-async fn read_body(mut body: Body, limit: usize, declared: Option<u64>) -> Result<Vec<u8>, BodyError> {
+async fn read_body(
+    mut body: Body,
+    limit: usize,
+    declared: Option<u64>,
+) -> Result<Vec<u8>, BodyError> {
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(BodyError::TooLarge);
     }
@@ -830,7 +835,7 @@ pub fn terminal_safe(s: &str) -> Cow<'_, str> {
     let mut out = String::with_capacity(s.len() + 8);
     for c in s.chars() {
         if is_unsafe_char(c) {
-            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+            let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
         } else {
             out.push(c);
         }
@@ -848,7 +853,7 @@ pub fn json_terminal_safe(json: String) -> String {
     let mut out = String::with_capacity(json.len() + 16);
     for c in json.chars() {
         if is_unsafe_char(c) {
-            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+            let _ = write!(out, "\\u{:04x}", u32::from(c));
         } else {
             out.push(c);
         }

@@ -8,6 +8,7 @@
 //! memory. On SIGTERM or Ctrl-C the receiver stops, finishes what is in flight, and
 //! `--out` is written to the last answered request before the process exits.
 
+use std::fmt::Write as _;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 use std::time::Duration;
 
-use super::{open_history, usage};
+use super::{UsageError, open_history, usage};
 use crate::capture::{self, CaptureConfig, Faults, Verify, terminal_safe};
 use crate::core::model::HmacAlgorithm;
 use crate::core::secret::Secrets;
@@ -126,7 +127,7 @@ impl Printer {
                 buf.clear();
                 let n = sk.swap(0, Ordering::Relaxed);
                 if n > 0 {
-                    buf.push_str(&format!("{{\"skipped\":{n}}}\n"));
+                    let _ = writeln!(buf, "{{\"skipped\":{n}}}");
                 }
                 let mut taken = first.len();
                 buf.push_str(&first);
@@ -137,7 +138,10 @@ impl Printer {
                     buf.push_str(&more);
                 }
                 let mut out = std::io::stdout().lock();
-                let ok = out.write_all(buf.as_bytes()).and_then(|()| out.flush()).is_ok();
+                let ok = out
+                    .write_all(buf.as_bytes())
+                    .and_then(|()| out.flush())
+                    .is_ok();
                 drop(out);
                 q.fetch_sub(taken, Ordering::Relaxed);
                 if !ok {
@@ -218,7 +222,14 @@ pub fn capture(args: &CaptureArgs, secrets: &Secrets) -> anyhow::Result<u8> {
             .unwrap_or_else(capture::default_max_connections),
         ..CaptureConfig::default()
     };
-    let history = open_history(args.history.as_deref(), args.no_history || args.no_record)?;
+    let history = open_history(args.history.as_deref(), args.no_history || args.no_record)
+        .map_err(|e| {
+            if e.is::<UsageError>() {
+                usage(terminal_safe(&e.to_string()).into_owned())
+            } else {
+                anyhow::anyhow!("{}", terminal_safe(&format!("{e:#}")))
+            }
+        })?;
     let mut out_file = match &args.out {
         Some(p) => Some(std::io::BufWriter::new(
             std::fs::OpenOptions::new()
@@ -300,7 +311,9 @@ pub fn capture(args: &CaptureArgs, secrets: &Secrets) -> anyhow::Result<u8> {
         anyhow::Ok(())
     })?;
     if let Some(h) = &history {
-        h.writer().flush().map_err(|e| anyhow::anyhow!(e))?;
+        h.writer()
+            .flush()
+            .map_err(|e| anyhow::anyhow!("history: {}", terminal_safe(&e)))?;
     }
     if let Some(p) = printer {
         if p.skipped_total > 0 {

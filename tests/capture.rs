@@ -528,7 +528,7 @@ async fn half_open_connections_are_closed_by_the_header_timeout_and_others_are_s
         .await
         .expect("answered while 200 connections are half-open");
     assert_eq!(r.status(), 200);
-    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     assert_eq!(next(&mut rx).await.path, "/collect/ok/src");
     for (i, s) in half_open.iter_mut().enumerate() {
         assert!(
@@ -550,11 +550,11 @@ async fn half_open_connections_are_closed_by_the_header_timeout_and_others_are_s
 
 #[tokio::test]
 async fn a_keep_alive_connection_is_kept_between_requests_and_closed_after_the_idle_timeout() {
-    let (h, _rx) = receiver(short_timeouts(60_000, 700)).await;
+    let (h, _rx) = receiver(short_timeouts(60_000, 1000)).await;
     let mut s = TcpStream::connect(h.addr()).await.expect("connect");
     let req = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
     assert!(raw_exchange(&mut s, req).await.starts_with("HTTP/1.1 200"));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(
         raw_exchange(&mut s, req).await.starts_with("HTTP/1.1 200"),
         "kept alive within the idle timeout"

@@ -4,20 +4,27 @@
 //! events; anything else is kept as a raw capture. It can check HMAC or Standard
 //! Webhooks signatures, limit body size (413), and inject faults: a failure ratio
 //! with a chosen status and `Retry-After`, latency, and dropped connections.
+//!
+//! It is built to survive a hostile network: header, body and idle timeouts, a cap on
+//! open connections, back-off when `accept` fails (EMFILE), and credentials in captured
+//! headers redacted unless raw capture is asked for.
 
+use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use hyper_util::rt::TokioIo;
+use hyper::body::Body as _;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{Map, Value, json};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
 use crate::core::model::HmacAlgorithm;
 use crate::core::secret::Secret;
@@ -74,6 +81,20 @@ pub struct CaptureConfig {
     pub max_body_bytes: usize,
     /// `false`: a bare sink for benchmarks — answer 200 at once, keep only counters.
     pub record: bool,
+    /// Keep credential and signature headers as received (otherwise they are stored as `***`).
+    pub raw_capture: bool,
+    /// A client must send a request's whole head within this time (slowloris).
+    pub header_read_timeout: Duration,
+    /// A request's whole body must arrive within this time; otherwise 408.
+    pub body_read_timeout: Duration,
+    /// A connection with no request in flight is closed after this time.
+    pub idle_timeout: Duration,
+    /// At most this many connections are served at once. At the cap a new client takes the
+    /// place of the connection idle the longest (half-open or keep-alive); when all are busy
+    /// it waits, and later clients wait in the listen backlog.
+    pub max_connections: usize,
+    /// On shutdown, connections get this long to finish their request before they are cut.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for CaptureConfig {
@@ -84,7 +105,31 @@ impl Default for CaptureConfig {
             faults: Faults::default(),
             max_body_bytes: 10 * 1024 * 1024,
             record: true,
+            raw_capture: false,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(30),
+            max_connections: default_max_connections(),
+            shutdown_grace: Duration::from_secs(5),
         }
+    }
+}
+
+/// 1024, or fewer when the open-file limit is lower, leaving room for the process's
+/// other descriptors (history, `--out`, stdio): a full cap must not mean EMFILE.
+pub fn default_max_connections() -> usize {
+    const MAX: usize = 1024;
+    let soft = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|l| {
+            l.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3))
+                .and_then(|n| n.parse::<usize>().ok())
+        });
+    match soft {
+        Some(n) => n.saturating_sub(64).clamp(16, MAX),
+        None => MAX,
     }
 }
 
@@ -153,6 +198,16 @@ pub struct Counters {
     pub failed: AtomicU64,
     pub dropped: AtomicU64,
     pub too_large: AtomicU64,
+    /// Requests answered 400 because their body was malformed (bad chunked encoding, cut short).
+    pub malformed: AtomicU64,
+    /// Requests answered 408 because their body did not arrive in time.
+    pub timed_out: AtomicU64,
+    /// Failed `accept` calls (EMFILE and the like); each one is followed by a back-off.
+    pub accept_errors: AtomicU64,
+    /// Connections being served right now.
+    pub open_connections: AtomicU64,
+    /// Idle or half-open connections cut to make room for a new client at the connection cap.
+    pub evicted: AtomicU64,
 }
 
 struct Shared {
@@ -201,12 +256,96 @@ impl Drop for ReceiverHandle {
 #[derive(Clone)]
 struct DropConn(Arc<tokio::sync::Notify>);
 
-/// Start the receiver. Captures go to `history` (if any) and to `live` (if any).
-pub async fn start(
-    config: CaptureConfig,
-    history: Option<HistoryWriter>,
-    live: Option<mpsc::UnboundedSender<Capture>>,
-) -> Result<ReceiverHandle, CaptureError> {
+/// What the idle timeout looks at: requests in flight on a connection, and when the last
+/// one ended.
+struct Activity {
+    start: Instant,
+    in_flight: AtomicUsize,
+    /// Milliseconds after `start` when the last request ended.
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn idle_since(&self) -> Option<Instant> {
+        (self.in_flight.load(Ordering::Acquire) == 0)
+            .then(|| self.start + Duration::from_millis(self.last_ms.load(Ordering::Acquire)))
+    }
+}
+
+/// Counts a request in flight for as long as it lives (also when its connection is cut).
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn new(a: Arc<Activity>) -> Self {
+        a.in_flight.fetch_add(1, Ordering::AcqRel);
+        Self(a)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let ms = self.0.start.elapsed().as_millis() as u64;
+        self.0.last_ms.store(ms, Ordering::Release);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A served connection, as the accept loop sees it: whether it is idle, and how to cut it.
+#[derive(Clone)]
+struct Conn {
+    activity: Arc<Activity>,
+    kill: Arc<tokio::sync::Notify>,
+}
+
+/// The open connections, by a per-receiver id.
+type Registry = Arc<std::sync::Mutex<std::collections::HashMap<u64, Conn>>>;
+
+fn lock(r: &Registry) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, Conn>> {
+    r.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Cut the connection with no request in flight that has been idle the longest, if it has
+/// been idle for at least [`EVICT_MIN_IDLE`]. `false` when there is none.
+fn evict_longest_idle(registry: &Registry) -> bool {
+    let map = lock(registry);
+    let oldest = map
+        .values()
+        .filter_map(|c| c.activity.idle_since().map(|since| (since, c)))
+        .filter(|(since, _)| since.elapsed() >= EVICT_MIN_IDLE)
+        .min_by_key(|(since, _)| *since);
+    match oldest {
+        Some((_, c)) => {
+            c.kill.notify_one();
+            true
+        }
+        None => false,
+    }
+}
+
+/// A connection is only cut for a newcomer after this long without a request: a real client
+/// sends its request head at once, and one just accepted has had no chance to.
+const EVICT_MIN_IDLE: Duration = Duration::from_millis(250);
+
+/// How often a client waiting for a slot retries eviction while every connection is busy.
+const EVICT_RETRY: Duration = Duration::from_millis(50);
+
+/// When a connection task ends, however it ends: the gauge goes down, the registry forgets it.
+struct OpenGuard {
+    counters: Arc<Counters>,
+    registry: Registry,
+    id: u64,
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.counters
+            .open_connections
+            .fetch_sub(1, Ordering::Relaxed);
+        lock(&self.registry).remove(&self.id);
+    }
+}
+
+fn check_config(config: &CaptureConfig) -> Result<(), CaptureError> {
     for (name, r) in [
         ("fail rate", config.faults.fail_rate),
         ("drop rate", config.faults.drop_rate),
@@ -223,6 +362,38 @@ pub async fn start(
             config.faults.fail_status
         )));
     }
+    for (name, d) in [
+        ("header read timeout", config.header_read_timeout),
+        ("body read timeout", config.body_read_timeout),
+        ("idle timeout", config.idle_timeout),
+    ] {
+        if d.is_zero() {
+            return Err(CaptureError::Config(format!(
+                "{name} must be greater than 0"
+            )));
+        }
+    }
+    if config.max_connections == 0 {
+        return Err(CaptureError::Config(
+            "max connections must be at least 1".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The shortest and longest pause after a failed `accept`.
+const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(5), Duration::from_secs(1));
+
+/// Start the receiver. Captures go to `history` (if any) and to `live` (if any).
+///
+/// Every capture is handed to `history` and `live` before its request is answered, so
+/// once [`ReceiverHandle::shutdown`] returns, everything that was answered is queued there.
+pub async fn start(
+    config: CaptureConfig,
+    history: Option<HistoryWriter>,
+    live: Option<mpsc::UnboundedSender<Capture>>,
+) -> Result<ReceiverHandle, CaptureError> {
+    check_config(&config)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| CaptureError::Bind {
@@ -235,6 +406,12 @@ pub async fn start(
     })?;
     let counters = Arc::new(Counters::default());
     let limit = config.max_body_bytes;
+    let idle = config.idle_timeout;
+    let grace = config.shutdown_grace;
+    let slots = Arc::new(Semaphore::new(config.max_connections));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout);
     let shared = Arc::new(Shared {
         config,
         counters: counters.clone(),
@@ -247,33 +424,88 @@ pub async fn start(
         .layer(DefaultBodyLimit::max(limit))
         .with_state(shared);
     let (stop_tx, mut stop_rx) = oneshot::channel();
+    let ctr = counters.clone();
     let task = tokio::spawn(async move {
+        let (drain_tx, drain_rx) = watch::channel(false);
+        let mut conns = tokio::task::JoinSet::new();
+        let mut backoff = Duration::ZERO;
+        let registry: Registry = Arc::default();
+        let mut next_conn = 0u64;
         loop {
+            while conns.try_join_next().is_some() {}
             let accepted = tokio::select! {
                 a = listener.accept() => a,
                 _ = &mut stop_rx => break,
             };
-            let Ok((stream, _)) = accepted else { continue };
-            let _ = stream.set_nodelay(true);
-            let router = router.clone();
-            tokio::spawn(async move {
-                let kill = Arc::new(tokio::sync::Notify::new());
-                let k = DropConn(kill.clone());
-                let svc = hyper::service::service_fn(
-                    move |mut req: hyper::Request<hyper::body::Incoming>| {
-                        req.extensions_mut().insert(k.clone());
-                        let mut router = router.clone();
-                        async move { tower::Service::call(&mut router, req.map(Body::new)).await }
-                    },
-                );
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc);
-                tokio::select! {
-                    _ = conn => {}
-                    () = kill.notified() => {} // dropping the connection closes the socket, unanswered
+            let Ok((stream, _)) = accepted else {
+                // EMFILE, ENFILE, ENOBUFS…: the pending connection stays in the backlog and
+                // the listener stays readable, so retrying at once would spin. Back off, and
+                // free a descriptor held by the connection idle the longest, if any.
+                ctr.accept_errors.fetch_add(1, Ordering::Relaxed);
+                if evict_longest_idle(&registry) {
+                    ctr.evicted.fetch_add(1, Ordering::Relaxed);
                 }
+                backoff = (backoff * 2).clamp(ACCEPT_BACKOFF.0, ACCEPT_BACKOFF.1);
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => continue,
+                    _ = &mut stop_rx => break,
+                }
+            };
+            backoff = Duration::ZERO;
+            // At the cap, a new client takes the slot of the connection idle the longest
+            // (half-open or keep-alive, no request in flight); if every one is busy it waits,
+            // and no further client is accepted meanwhile (they wait in the backlog).
+            let permit = loop {
+                if let Ok(p) = slots.clone().try_acquire_owned() {
+                    break Some(p);
+                }
+                if evict_longest_idle(&registry) {
+                    ctr.evicted.fetch_add(1, Ordering::Relaxed);
+                }
+                tokio::select! {
+                    p = slots.clone().acquire_owned() => break p.ok(),
+                    () = tokio::time::sleep(EVICT_RETRY) => {}
+                    _ = &mut stop_rx => break None,
+                }
+            };
+            let Some(permit) = permit else { break };
+            let _ = stream.set_nodelay(true);
+            let id = next_conn;
+            next_conn += 1;
+            let conn = Conn {
+                activity: Arc::new(Activity {
+                    start: Instant::now(),
+                    in_flight: AtomicUsize::new(0),
+                    last_ms: AtomicU64::new(0),
+                }),
+                kill: Arc::new(tokio::sync::Notify::new()),
+            };
+            lock(&registry).insert(id, conn.clone());
+            ctr.open_connections.fetch_add(1, Ordering::Relaxed);
+            let open = OpenGuard {
+                counters: ctr.clone(),
+                registry: registry.clone(),
+                id,
+            };
+            let served = serve(
+                stream,
+                conn,
+                router.clone(),
+                http.clone(),
+                idle,
+                drain_rx.clone(),
+            );
+            conns.spawn(async move {
+                served.await;
+                drop((permit, open));
             });
         }
+        drop(listener);
+        // Finish what is in flight (idle keep-alive connections close at once), then cut the rest.
+        let _ = drain_tx.send(true);
+        let _ =
+            tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} }).await;
+        conns.shutdown().await;
     });
     Ok(ReceiverHandle {
         addr,
@@ -281,6 +513,49 @@ pub async fn start(
         stop: Some(stop_tx),
         task: Some(task),
     })
+}
+
+/// Serve one connection until it ends, is dropped by a fault, idles out or is drained.
+async fn serve(
+    stream: tokio::net::TcpStream,
+    conn: Conn,
+    router: Router,
+    http: hyper::server::conn::http1::Builder,
+    idle: Duration,
+    mut drain: watch::Receiver<bool>,
+) {
+    let Conn { activity, kill } = conn;
+    let k = DropConn(kill.clone());
+    let act = activity.clone();
+    let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(k.clone());
+        let mut router = router.clone();
+        let guard = InFlight::new(act.clone());
+        async move {
+            let r = tower::Service::call(&mut router, req.map(Body::new)).await;
+            drop(guard);
+            r
+        }
+    });
+    let conn = http.serve_connection(TokioIo::new(stream), svc);
+    tokio::pin!(conn);
+    let mut deadline = tokio::time::Instant::now() + idle;
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            _ = conn.as_mut() => break,
+            () = kill.notified() => break, // dropping the connection closes the socket, unanswered
+            _ = drain.changed(), if !draining => {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            () = tokio::time::sleep_until(deadline) => match activity.idle_since() {
+                Some(since) if since + idle <= Instant::now() => break,
+                Some(since) => deadline = tokio::time::Instant::from_std(since + idle),
+                None => deadline = tokio::time::Instant::now() + idle,
+            },
+        }
+    }
 }
 
 fn header_map(h: &HeaderMap) -> Vec<(String, String)> {
@@ -315,34 +590,117 @@ fn verify(v: &Verify, headers: &HeaderMap, body: &[u8]) -> bool {
     }
 }
 
+/// `/collect/<type>/<source>[/<session>]`, each segment percent-decoded
+/// (`Order%20Completed` is `Order Completed`; invalid UTF-8 becomes U+FFFD).
 fn collect_route(path: &str) -> Option<Collect> {
     let rest = path.strip_prefix("/collect/")?;
-    let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
-    match parts.as_slice() {
-        [t, s] => Some(Collect {
-            event_type: (*t).to_owned(),
-            source_id: (*s).to_owned(),
+    let parts: Vec<String> = rest
+        .split('/')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            percent_encoding::percent_decode_str(p)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .collect();
+    match <[String; 2]>::try_from(parts) {
+        Ok([t, s]) => Some(Collect {
+            event_type: t,
+            source_id: s,
             session_id: None,
         }),
-        [t, s, x] => Some(Collect {
-            event_type: (*t).to_owned(),
-            source_id: (*s).to_owned(),
-            session_id: Some((*x).to_owned()),
-        }),
-        _ => None,
+        Err(parts) => match <[String; 3]>::try_from(parts) {
+            Ok([t, s, x]) => Some(Collect {
+                event_type: t,
+                source_id: s,
+                session_id: Some(x),
+            }),
+            Err(_) => None,
+        },
     }
+}
+
+/// Why a request body could not be read.
+enum BodyError {
+    TooLarge,
+    /// Bad chunked encoding, a connection cut before `Content-Length` bytes, …
+    Malformed,
+}
+
+/// The whole body, at most `limit` bytes: over the limit is [`BodyError::TooLarge`], any
+/// framing error [`BodyError::Malformed`] (so a broken chunked body is a 400, not a 413).
+async fn read_body(
+    mut body: Body,
+    limit: usize,
+    declared: Option<u64>,
+) -> Result<Vec<u8>, BodyError> {
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(BodyError::TooLarge);
+    }
+    let mut buf = Vec::with_capacity(declared.map_or(0, |n| n as usize));
+    loop {
+        let frame = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await;
+        match frame {
+            None => return Ok(buf),
+            Some(Err(_)) => return Err(BodyError::Malformed),
+            Some(Ok(f)) => {
+                if let Ok(data) = f.into_data() {
+                    if buf.len().saturating_add(data.len()) > limit {
+                        return Err(BodyError::TooLarge);
+                    }
+                    buf.extend_from_slice(&data);
+                }
+            }
+        }
+    }
+}
+
+/// An error answer that also closes the connection: after a broken or unread body the
+/// stream is out of sync.
+fn refuse(status: StatusCode, msg: String) -> Response {
+    (status, [("connection", "close")], msg).into_response()
 }
 
 async fn receive(State(st): State<Arc<Shared>>, req: Request) -> Response {
     let kill = req.extensions().get::<DropConn>().cloned();
     let (parts, body) = req.into_parts();
-    let Ok(body) = axum::body::to_bytes(body, st.config.max_body_bytes).await else {
-        st.counters.too_large.fetch_add(1, Ordering::Relaxed);
-        return (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("body larger than {} bytes", st.config.max_body_bytes),
-        )
-            .into_response();
+    let limit = st.config.max_body_bytes;
+    let declared = parts
+        .headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let body = match tokio::time::timeout(
+        st.config.body_read_timeout,
+        read_body(body, limit, declared),
+    )
+    .await
+    {
+        Ok(Ok(b)) => Bytes::from(b),
+        Ok(Err(BodyError::TooLarge)) => {
+            st.counters.too_large.fetch_add(1, Ordering::Relaxed);
+            return refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("body larger than {limit} bytes"),
+            );
+        }
+        Ok(Err(BodyError::Malformed)) => {
+            st.counters.malformed.fetch_add(1, Ordering::Relaxed);
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "malformed request body (bad chunked encoding or cut short)".into(),
+            );
+        }
+        Err(_) => {
+            st.counters.timed_out.fetch_add(1, Ordering::Relaxed);
+            return refuse(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "body not received within {} ms",
+                    st.config.body_read_timeout.as_millis()
+                ),
+            );
+        }
     };
     st.counters.received.fetch_add(1, Ordering::Relaxed);
     let f = &st.config.faults;
@@ -389,6 +747,125 @@ async fn receive(State(st): State<Arc<Shared>>, req: Request) -> Response {
         .into_response()
 }
 
+/// Header names that carry credentials or signatures: stored as `***` unless raw capture.
+fn is_sensitive_header(name: &str, verify_header: Option<&str>) -> bool {
+    const EXACT: [&str; 6] = [
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "set-cookie",
+        "webhook-signature",
+        "x-signature",
+    ];
+    /// API-key-like names: `x-api-key`, `x-auth-token`, `x-hub-signature-256`, `stripe-signature`…
+    const PARTS: [&str; 10] = [
+        "auth",
+        "token",
+        "secret",
+        "signature",
+        "key",
+        "password",
+        "passwd",
+        "credential",
+        "session",
+        "cookie",
+    ];
+    let n = name.to_ascii_lowercase();
+    if n == "idempotency-key" {
+        return false; // an id, not a credential, and QA needs to see it
+    }
+    EXACT.contains(&n.as_str())
+        || PARTS.iter().any(|p| n.contains(p))
+        || verify_header.is_some_and(|v| v.eq_ignore_ascii_case(&n))
+}
+
+/// `***`, keeping a known scheme word (`Bearer ***`, `Basic ***`) so QA still sees which
+/// kind of credential arrived. An empty value stays empty.
+fn redact_value(v: &str) -> String {
+    const SCHEMES: [&str; 12] = [
+        "Basic",
+        "Bearer",
+        "Digest",
+        "Token",
+        "Negotiate",
+        "NTLM",
+        "DPoP",
+        "HOBA",
+        "Mutual",
+        "OAuth",
+        "Hawk",
+        "AWS4-HMAC-SHA256",
+    ];
+    let t = v.trim();
+    if t.is_empty() {
+        return String::new();
+    }
+    if let Some((scheme, rest)) = t.split_once(' ')
+        && !rest.trim().is_empty()
+        && let Some(known) = SCHEMES.iter().find(|s| s.eq_ignore_ascii_case(scheme))
+    {
+        return format!("{known} ***");
+    }
+    "***".into()
+}
+
+/// The headers as stored: credentials and signatures redacted unless `raw`.
+fn stored_headers(h: &HeaderMap, raw: bool, verify: Option<&Verify>) -> Vec<(String, String)> {
+    let verify_header = match verify {
+        Some(Verify::Hmac { header, .. }) => Some(header.as_str()),
+        _ => None,
+    };
+    let mut out = header_map(h);
+    if !raw {
+        for (n, v) in &mut out {
+            if is_sensitive_header(n, verify_header) {
+                *v = redact_value(v);
+            }
+        }
+    }
+    out
+}
+
+/// `s` safe to print on a terminal: control characters (C0, DEL, C1) and bidirectional
+/// overrides become visible `\u{…}` escapes, so captured data can never drive the terminal.
+pub fn terminal_safe(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(is_unsafe_char) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if is_unsafe_char(c) {
+            let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// A JSON text made safe for a terminal: `serde_json` escapes C0 controls but passes DEL,
+/// C1 controls and bidi overrides through; inside JSON strings (the only place they can
+/// appear) they become `\uXXXX` escapes, so the line is still the same JSON.
+pub fn json_terminal_safe(json: String) -> String {
+    if !json.chars().any(is_unsafe_char) {
+        return json;
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if is_unsafe_char(c) {
+            let _ = write!(out, "\\u{:04x}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn is_unsafe_char(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
 fn record(st: &Shared, method: &Method, uri: &Uri, headers: &HeaderMap, body: &Bytes, status: u16) {
     let c = Capture {
         id: st.next_id.fetch_add(1, Ordering::Relaxed),
@@ -396,7 +873,7 @@ fn record(st: &Shared, method: &Method, uri: &Uri, headers: &HeaderMap, body: &B
         method: method.as_str().to_owned(),
         path: uri.path().to_owned(),
         query: uri.query().unwrap_or("").to_owned(),
-        headers: header_map(headers),
+        headers: stored_headers(headers, st.config.raw_capture, st.config.verify.as_ref()),
         body: body.to_vec(),
         signature: st.config.verify.as_ref().map(|v| verify(v, headers, body)),
         collect: collect_route(uri.path()),

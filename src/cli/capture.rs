@@ -1,13 +1,24 @@
 //! `hookline capture`: run the capture receiver in the foreground, printing
 //! `listening on http://…` and then one NDJSON line per request; `--out FILE`
 //! also appends each capture as an event, ready to replay with `send`.
+//!
+//! `--out` and the history get every capture; stdout is best-effort. Its lines go
+//! through a bounded queue to a thread of their own, so a slow or stalled reader of
+//! stdout skips lines (and is told how many) instead of stalling `--out` or growing
+//! memory. On SIGTERM or Ctrl-C the receiver stops, finishes what is in flight, and
+//! `--out` is written to the last answered request before the process exits.
 
+use std::fmt::Write as _;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::Sender;
+use std::time::Duration;
 
-use super::{open_history, usage};
-use crate::capture::{self, CaptureConfig, Faults, Verify};
+use super::{UsageError, open_history, usage};
+use crate::capture::{self, CaptureConfig, Faults, Verify, terminal_safe};
 use crate::core::model::HmacAlgorithm;
 use crate::core::secret::Secrets;
 use crate::store::history::History;
@@ -70,13 +81,111 @@ pub struct CaptureArgs {
     /// Record nothing, print nothing per request: a bare sink for benchmarks.
     #[arg(long)]
     pub no_record: bool,
+    /// Record credential and signature headers (`Authorization`, `Cookie`, API keys,
+    /// signatures) as received. Without it they are stored and printed as `***`.
+    #[arg(long)]
+    pub raw_capture: bool,
+    /// Close a connection whose request head has not fully arrived after this long.
+    #[arg(long, value_name = "MS", default_value_t = 10_000)]
+    pub header_timeout_ms: u64,
+    /// Answer 408 when a request body has not fully arrived after this long.
+    #[arg(long, value_name = "MS", default_value_t = 30_000)]
+    pub body_timeout_ms: u64,
+    /// Close a keep-alive connection with no request for this long.
+    #[arg(long, value_name = "MS", default_value_t = 30_000)]
+    pub idle_timeout_ms: u64,
+    /// Serve at most this many connections at once (default: 1024, or less under a low
+    /// open-file limit); more wait until one closes.
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+}
+
+/// Bytes of lines waiting for stdout; past this, lines are skipped (never `--out` or the
+/// history). One line is always let through when nothing is waiting, however long.
+const STDOUT_QUEUE_BYTES: usize = 1 << 20;
+
+/// The stdout side: a byte-bounded queue to a writer thread that may block on a slow reader.
+struct Printer {
+    tx: Option<Sender<String>>,
+    queued: Arc<AtomicUsize>,
+    skipped: Arc<AtomicU64>,
+    skipped_total: u64,
+    closed: Arc<AtomicBool>,
+}
+
+impl Printer {
+    fn start() -> Self {
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let skipped = Arc::new(AtomicU64::new(0));
+        let closed = Arc::new(AtomicBool::new(false));
+        let (q, sk, cl) = (queued.clone(), skipped.clone(), closed.clone());
+        // Not joined: at exit a stdout nobody reads must not hold the process.
+        std::thread::spawn(move || {
+            let mut buf = String::new();
+            while let Ok(first) = rx.recv() {
+                buf.clear();
+                let n = sk.swap(0, Ordering::Relaxed);
+                if n > 0 {
+                    let _ = writeln!(buf, "{{\"skipped\":{n}}}");
+                }
+                let mut taken = first.len();
+                buf.push_str(&first);
+                while buf.len() < 1 << 16
+                    && let Ok(more) = rx.try_recv()
+                {
+                    taken += more.len();
+                    buf.push_str(&more);
+                }
+                let mut out = std::io::stdout().lock();
+                let ok = out
+                    .write_all(buf.as_bytes())
+                    .and_then(|()| out.flush())
+                    .is_ok();
+                drop(out);
+                q.fetch_sub(taken, Ordering::Relaxed);
+                if !ok {
+                    // stdout closed: the receiver keeps recording to --out and the history.
+                    cl.store(true, Ordering::Relaxed);
+                    return;
+                }
+            }
+        });
+        Self {
+            tx: Some(tx),
+            queued,
+            skipped,
+            skipped_total: 0,
+            closed,
+        }
+    }
+
+    /// Queue one line (ending in `\n`); never blocks.
+    fn line(&mut self, line: String) {
+        if self.closed.load(Ordering::Relaxed) {
+            self.tx = None;
+        }
+        let Some(tx) = &self.tx else { return };
+        let waiting = self.queued.load(Ordering::Relaxed);
+        if waiting > 0 && waiting + line.len() > STDOUT_QUEUE_BYTES {
+            self.skipped.fetch_add(1, Ordering::Relaxed);
+            self.skipped_total += 1;
+            return;
+        }
+        self.queued.fetch_add(line.len(), Ordering::Relaxed);
+        if tx.send(line).is_err() {
+            self.tx = None;
+        }
+    }
 }
 
 pub fn capture(args: &CaptureArgs, secrets: &Secrets) -> anyhow::Result<u8> {
     let verify = match &args.verify_secret {
         None => None,
         Some(name) => {
-            let secret = secrets.get(name).map_err(|e| usage(e.to_string()))?;
+            let secret = secrets
+                .get(name)
+                .map_err(|e| usage(terminal_safe(&e.to_string()).into_owned()))?;
             Some(match args.verify_kind {
                 VerifyKind::HmacSha1 => Verify::Hmac {
                     algorithm: HmacAlgorithm::Sha1,
@@ -104,52 +213,133 @@ pub fn capture(args: &CaptureArgs, secrets: &Secrets) -> anyhow::Result<u8> {
         },
         max_body_bytes: args.max_body_bytes,
         record: !args.no_record,
+        raw_capture: args.raw_capture,
+        header_read_timeout: Duration::from_millis(args.header_timeout_ms),
+        body_read_timeout: Duration::from_millis(args.body_timeout_ms),
+        idle_timeout: Duration::from_millis(args.idle_timeout_ms),
+        max_connections: args
+            .max_connections
+            .unwrap_or_else(capture::default_max_connections),
+        ..CaptureConfig::default()
     };
-    let history = open_history(args.history.as_deref(), args.no_history || args.no_record)?;
+    let history = open_history(args.history.as_deref(), args.no_history || args.no_record)
+        .map_err(|e| {
+            if e.is::<UsageError>() {
+                usage(terminal_safe(&e.to_string()).into_owned())
+            } else {
+                anyhow::anyhow!("{}", terminal_safe(&format!("{e:#}")))
+            }
+        })?;
     let mut out_file = match &args.out {
-        Some(p) => Some(
+        Some(p) => Some(std::io::BufWriter::new(
             std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(p)
-                .map_err(|e| usage(format!("{}: {e}", p.display())))?,
-        ),
+                .map_err(|e| usage(terminal_safe(&format!("{}: {e}", p.display())).into_owned()))?,
+        )),
         None => None,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
+    let mut printer = None;
     rt.block_on(async {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let handle = capture::start(config, history.as_ref().map(History::writer), (!args.no_record).then_some(tx))
             .await
-            .map_err(|e| usage(e.to_string()))?;
-        let mut stdout = std::io::stdout().lock();
-        writeln!(stdout, "listening on http://{}", handle.addr())?;
-        stdout.flush()?;
+            .map_err(|e| usage(terminal_safe(&e.to_string()).into_owned()))?;
+        // Before `listening on`: a SIGTERM sent as soon as that line is read must be caught.
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let addr = handle.addr();
+        {
+            let mut stdout = std::io::stdout().lock();
+            writeln!(stdout, "listening on http://{addr}")?;
+            stdout.flush()?;
+        }
+        if !addr.ip().is_loopback() {
+            eprintln!(
+                "hookline: warning: listening on {addr}, reachable from the network: captures record what \
+                 senders send, including credentials{}",
+                if args.raw_capture {
+                    " (and --raw-capture keeps Authorization, cookies, API keys and signatures as received)"
+                } else {
+                    " (Authorization, cookies, API keys and signatures are stored as ***)"
+                }
+            );
+        }
+        let p = printer.insert(Printer::start());
+        let mut take = |c: capture::Capture, out: &mut Option<std::io::BufWriter<std::fs::File>>| -> anyhow::Result<()> {
+            if let (Some(f), Some(ev)) = (out.as_mut(), capture::capture_to_event(&c)) {
+                let line = capture::json_terminal_safe(ev.to_string());
+                writeln!(f, "{line}").map_err(|e| out_error(args, &e))?;
+            }
+            let mut line = capture::json_terminal_safe(c.to_json().to_string());
+            line.push('\n');
+            p.line(line);
+            Ok(())
+        };
         loop {
             tokio::select! {
                 // Without recording nothing arrives here: only a signal ends the loop.
                 c = rx.recv(), if !args.no_record => {
                     let Some(c) = c else { break };
-                    serde_json::to_writer(&mut stdout, &c.to_json())?;
-                    stdout.write_all(b"\n")?;
-                    stdout.flush()?;
-                    if let (Some(f), Some(ev)) = (out_file.as_mut(), capture::capture_to_event(&c)) {
-                        writeln!(f, "{ev}")?;
+                    take(c, &mut out_file)?;
+                    // Write what is queued, then flush once, so a burst costs one write.
+                    while let Ok(c) = rx.try_recv() {
+                        take(c, &mut out_file)?;
+                    }
+                    if let Some(f) = out_file.as_mut() {
+                        f.flush().map_err(|e| out_error(args, &e))?;
                     }
                 }
                 _ = tokio::signal::ctrl_c() => break,
                 _ = term.recv() => break,
             }
         }
+        // Stop accepting and let in-flight requests finish; after this every answered
+        // request is in `rx`, so draining it puts the last one in --out.
         handle.shutdown().await;
+        while let Ok(c) = rx.try_recv() {
+            take(c, &mut out_file)?;
+        }
+        if let Some(f) = out_file.as_mut() {
+            f.flush().map_err(|e| out_error(args, &e))?;
+            f.get_ref().sync_data().map_err(|e| out_error(args, &e))?;
+        }
         anyhow::Ok(())
     })?;
     if let Some(h) = &history {
-        h.writer().flush().map_err(|e| anyhow::anyhow!(e))?;
+        h.writer()
+            .flush()
+            .map_err(|e| anyhow::anyhow!("history: {}", terminal_safe(&e)))?;
+    }
+    if let Some(p) = printer {
+        if p.skipped_total > 0 {
+            let kept = match (args.out.is_some(), history.is_some()) {
+                (true, true) => " (--out and the history have them all)",
+                (true, false) => " (--out has them all)",
+                (false, true) => " (the history has them all)",
+                (false, false) => "",
+            };
+            eprintln!(
+                "hookline: stdout did not keep up: {} capture lines were not printed{kept}",
+                p.skipped_total
+            );
+        }
+        if p.closed.load(Ordering::Relaxed) {
+            eprintln!("hookline: stdout was closed; capture lines after that were not printed");
+        }
     }
     Ok(0)
+}
+
+fn out_error(args: &CaptureArgs, e: &std::io::Error) -> anyhow::Error {
+    let path = args
+        .out
+        .as_deref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    anyhow::anyhow!("{}: cannot write: {e}", terminal_safe(&path))
 }

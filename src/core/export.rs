@@ -72,7 +72,11 @@ pub fn to_http(r: &RenderedRequest) -> String {
         r.method.as_str()
     );
     for (n, v) in &r.headers {
-        let _ = write!(s, "{n}: {v}\r\n");
+        if v.is_empty() {
+            let _ = write!(s, "{n}:\r\n");
+        } else {
+            let _ = write!(s, "{n}: {v}\r\n");
+        }
     }
     if let Some(b) = &r.body {
         let _ = write!(

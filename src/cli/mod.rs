@@ -211,7 +211,8 @@ pub fn destination(
     Ok((d.clone(), compiled))
 }
 
-/// Events from a file (JSON, JSON array, NDJSON, HAR). Bad lines are returned, not fatal.
+/// Events from a file (JSON, JSON array, NDJSON, HAR). Bad lines are returned, not fatal,
+/// as messages safe to print on a terminal (HAR URLs and the like are event data).
 /// `as_text` keeps events as compact JSON text (large replays).
 pub fn load_events(path: &Path, as_text: bool) -> anyhow::Result<(EventList, Vec<String>)> {
     let imported = crate::core::import::import_file_capped(path, as_text, import_cap()?)
@@ -219,7 +220,7 @@ pub fn load_events(path: &Path, as_text: bool) -> anyhow::Result<(EventList, Vec
     let errors = imported
         .errors
         .iter()
-        .map(|e| format!("{}: {e}", path.display()))
+        .map(|e| terminal_safe_line(&format!("{}: {e}", path.display())).into_owned())
         .collect();
     Ok((imported.events, errors))
 }

@@ -89,6 +89,18 @@ pub fn parse(text: &str, origin: &str) -> Result<Workspace, WorkspaceError> {
         origin: origin.to_owned(),
         message,
     };
+    if !value.is_object() {
+        return Err(version_err(format!(
+            "a workspace is a JSON object ({{\"version\": 1, \"destinations\": […]}}), not {}",
+            match value {
+                Value::Array(_) => "an array",
+                Value::String(_) => "a string",
+                Value::Number(_) => "a number",
+                Value::Bool(_) => "a boolean",
+                _ => "null",
+            }
+        )));
+    }
     let version = match value.get("version") {
         None => {
             return Err(version_err(

@@ -357,10 +357,7 @@ use std::time::{Duration, Instant};
 
 /// A workspace with one destination `d` (the given JSON fields over a plain POST to
 /// `url`) written to a temp dir, and an events file with `events`.
-fn scratch(
-    dest: &Value,
-    events: &str,
-) -> (tempfile::TempDir, String, String) {
+fn scratch(dest: &Value, events: &str) -> (tempfile::TempDir, String, String) {
     let dir = tempfile::tempdir().expect("tmp");
     let mut d = serde_json::json!({"name": "d", "url": "http://127.0.0.1:9/p"});
     if let (Some(o), Some(extra)) = (d.as_object_mut(), dest.as_object()) {
@@ -420,7 +417,11 @@ fn http_format_uses_crlf_throughout_byte_for_byte() {
     );
     assert_eq!(stdout(&o), expected);
     // No bare LF anywhere in the head.
-    let head = stdout(&o).split("\r\n\r\n").next().expect("head").to_owned();
+    let head = stdout(&o)
+        .split("\r\n\r\n")
+        .next()
+        .expect("head")
+        .to_owned();
     assert!(!head.replace("\r\n", "").contains('\n'), "{head:?}");
 }
 
@@ -443,12 +444,26 @@ fn curl_export_keeps_an_empty_header_and_curl_sends_it() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let cmd = stdout(&o);
     assert!(cmd.contains(" -H 'X-Empty;' -H 'X-A: 1' "), "{cmd}");
-    let run = Command::new("sh").arg("-c").arg(cmd.trim()).output().expect("sh");
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let run = Command::new("sh")
+        .arg("-c")
+        .arg(cmd.trim())
+        .output()
+        .expect("sh");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let got = got.lock().expect("lock");
     assert_eq!(got.len(), 1);
-    assert_eq!(got[0].get("x-empty").map(|v| v.as_bytes()), Some(&b""[..]));
-    assert_eq!(got[0].get("x-a").map(|v| v.as_bytes()), Some(&b"1"[..]));
+    assert_eq!(
+        got[0].get("x-empty").map(axum::http::HeaderValue::as_bytes),
+        Some(&b""[..])
+    );
+    assert_eq!(
+        got[0].get("x-a").map(axum::http::HeaderValue::as_bytes),
+        Some(&b"1"[..])
+    );
 }
 
 #[test]
@@ -472,7 +487,8 @@ fn duplicate_destination_names_are_refused_by_validate_render_and_send() {
         let o = hookline(&args);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
         assert!(
-            stderr(&o).contains("destinations[1]: the name \"a\" is already used by destinations[0]"),
+            stderr(&o)
+                .contains("destinations[1]: the name \"a\" is already used by destinations[0]"),
             "{args:?}: {}",
             stderr(&o)
         );
@@ -499,7 +515,10 @@ fn validate_names_absurd_delivery_settings_and_bad_prefixes() {
         "auth.username",
         "signing.prefix",
     ] {
-        assert!(err.contains(&format!("destination \"d\": {field}: ")), "{field}: {err}");
+        assert!(
+            err.contains(&format!("destination \"d\": {field}: ")),
+            "{field}: {err}"
+        );
     }
     assert!(!err.contains("panicked"), "{err}");
 }
@@ -519,7 +538,16 @@ fn out_of_range_send_flags_are_usage_errors_not_panics() {
         ("--max-attempts", "99999999999999999999"),
     ] {
         let o = hookline(&[
-            "send", "-w", &ws, "-d", "everything", "-e", &ev, "--no-history", flag, value,
+            "send",
+            "-w",
+            &ws,
+            "-d",
+            "everything",
+            "-e",
+            &ev,
+            "--no-history",
+            flag,
+            value,
         ]);
         assert_eq!(o.status.code(), Some(2), "{flag} {value}: {}", stderr(&o));
         assert!(stderr(&o).contains(flag), "{flag} {value}: {}", stderr(&o));
@@ -549,7 +577,11 @@ fn an_endless_events_or_workspace_file_stops_at_the_cap() {
     );
     let o = hookline(&["validate", "-w", "/dev/zero"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(stderr(&o).contains("/dev/zero: larger than 64 MB"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("/dev/zero: larger than 64 MB"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 /// A pipe whose read end is already closed: every write to it gets EPIPE.
@@ -599,9 +631,12 @@ fn render_and_validate_into_a_closed_stdout_exit_0_quietly() {
 #[test]
 fn render_piped_into_head_exits_0_when_the_reader_goes_away() {
     // Far more output than a pipe buffers, so render is mid-write when `head` leaves.
-    let events: String = (0..3000)
-        .map(|i| format!("{{\"type\":\"track\",\"event\":\"e{i}\",\"properties\":{{\"pad\":\"{}\"}}}}\n", "x".repeat(100)))
-        .collect();
+    let mut events = String::new();
+    let pad = "x".repeat(100);
+    for i in 0..3000 {
+        events.push_str(&serde_json::json!({"type": "track", "event": format!("e{i}"), "properties": {"pad": pad}}).to_string());
+        events.push('\n');
+    }
     let (_dir, ws, ev) = scratch(&serde_json::json!({}), &events);
     for format in ["json", "curl"] {
         let mut child = Command::new(BIN)
@@ -655,7 +690,16 @@ fn a_closed_stderr_never_panics() {
     assert!(out.contains("| curl "), "{out}");
     for args in [
         vec!["validate", "-w", "/nonexistent/ws.json"],
-        vec!["send", "-w", "/nonexistent/ws.json", "-d", "x", "-e", "/nonexistent/e", "--no-history"],
+        vec![
+            "send",
+            "-w",
+            "/nonexistent/ws.json",
+            "-d",
+            "x",
+            "-e",
+            "/nonexistent/e",
+            "--no-history",
+        ],
     ] {
         let mut child = Command::new(BIN)
             .args(&args)
@@ -672,7 +716,10 @@ fn a_closed_stderr_never_panics() {
 fn terminal_safe_escapes_controls_but_keeps_lines() {
     use hookline::cli::{terminal_safe, terminal_safe_line};
     assert_eq!(terminal_safe("plain ünï\ttab"), "plain ünï\ttab");
-    assert!(matches!(terminal_safe("plain"), std::borrow::Cow::Borrowed(_)));
+    assert!(matches!(
+        terminal_safe("plain"),
+        std::borrow::Cow::Borrowed(_)
+    ));
     assert_eq!(
         terminal_safe("a\x1b[31mb\r\nc\rd\x07\u{9b}e\u{7f}\0"),
         "a\\u{1b}[31mb\r\nc\\u{d}d\\u{7}\\u{9b}e\\u{7f}\\u{0}"
@@ -707,7 +754,9 @@ fn control_characters_from_event_data_are_escaped_on_stderr() {
         let (out, err) = (stdout(&o), stderr(&o));
         for (what, text) in [("stdout", &out), ("stderr", &err)] {
             assert!(
-                !text.chars().any(|c| c.is_control() && c != '\n' && c != '\t'),
+                !text
+                    .chars()
+                    .any(|c| c.is_control() && c != '\n' && c != '\t'),
                 "{format}: raw control character on {what}: {text:?}"
             );
         }
@@ -738,8 +787,28 @@ fn a_secret_with_crlf_in_a_header_is_an_error_naming_the_secret_never_its_value(
             "{\"type\":\"track\"}\n",
         );
         for cmd in [
-            vec!["render", "-w", &ws, "-d", "d", "-e", &ev, "--reveal-secrets"],
-            vec!["send", "-w", &ws, "-d", "d", "-e", &ev, "--no-history", "--max-attempts", "1"],
+            vec![
+                "render",
+                "-w",
+                &ws,
+                "-d",
+                "d",
+                "-e",
+                &ev,
+                "--reveal-secrets",
+            ],
+            vec![
+                "send",
+                "-w",
+                &ws,
+                "-d",
+                "d",
+                "-e",
+                &ev,
+                "--no-history",
+                "--max-attempts",
+                "1",
+            ],
         ] {
             let o = Command::new(BIN)
                 .args(&cmd)

@@ -246,8 +246,8 @@ fn a_line_that_is_not_json_is_a_syntax_error_not_a_number() {
 
 #[test]
 fn ndjson_with_an_invalid_utf8_byte_on_one_line_keeps_the_other_lines() {
-    let imp = import_bytes(b"{\"a\":1}\n{\"b\":\"x\xffy\"}\n{\"a\":3}\n", "x.ndjson")
-        .expect("imports");
+    let imp =
+        import_bytes(b"{\"a\":1}\n{\"b\":\"x\xffy\"}\n{\"a\":3}\n", "x.ndjson").expect("imports");
     assert_eq!(imp.format, Some(Format::Ndjson));
     assert_eq!(values(&imp.events), vec![json!({"a": 1}), json!({"a": 3})]);
     assert_eq!(imp.errors.len(), 1);
@@ -257,8 +257,8 @@ fn ndjson_with_an_invalid_utf8_byte_on_one_line_keeps_the_other_lines() {
         "line 2: not UTF-8 text (invalid byte at column 8)"
     );
     // Text mode (send) keeps the same lines.
-    let text = import_text(b"{\"a\":1}\n{\"b\":\"x\xffy\"}\n{\"a\":3}\n", "x.ndjson")
-        .expect("imports");
+    let text =
+        import_text(b"{\"a\":1}\n{\"b\":\"x\xffy\"}\n{\"a\":3}\n", "x.ndjson").expect("imports");
     assert_eq!(text.events.len(), 2);
 }
 
@@ -312,7 +312,10 @@ fn an_endless_events_file_stops_at_the_cap_while_reading() {
         1024 * 1024,
     )
     .expect_err("endless");
-    assert_eq!(e.to_string(), "/dev/zero: larger than 1 MB (the import limit)");
+    assert_eq!(
+        e.to_string(),
+        "/dev/zero: larger than 1 MB (the import limit)"
+    );
     let r = hookline::core::import::read_capped(std::io::repeat(b'x'), 10);
     assert!(r.is_err());
     let r = hookline::core::import::read_capped(&b"0123456789"[..], 10).expect("exactly the cap");
@@ -323,16 +326,29 @@ fn an_endless_events_file_stops_at_the_cap_while_reading() {
 fn deeply_nested_events_are_an_error_not_a_stack_overflow() {
     let deep = "[".repeat(100_000);
     let e = import_bytes(deep.as_bytes(), "deep.json").expect_err("unclosed");
-    assert!(e.to_string().starts_with("deep.json: not valid JSON"), "{e}");
+    assert!(
+        e.to_string().starts_with("deep.json: not valid JSON"),
+        "{e}"
+    );
     // Closed: an array whose one item is an array, reported as such.
     let closed = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
     let imp = import_bytes(closed.as_bytes(), "deep.json").expect("imports");
-    assert_eq!(imp.errors[0].to_string(), "item 0: not a JSON object (an array)");
+    assert_eq!(
+        imp.errors[0].to_string(),
+        "item 0: not a JSON object (an array)"
+    );
     // An object that deep: serde_json's recursion limit answers.
-    let obj = format!("{{\"a\":{}1{}}}", "{\"a\":".repeat(100_000), "}".repeat(100_000));
+    let obj = format!(
+        "{{\"a\":{}1{}}}",
+        "{\"a\":".repeat(100_000),
+        "}".repeat(100_000)
+    );
     let e = import_bytes(obj.as_bytes(), "deep.json").expect_err("too deep");
     assert!(e.to_string().contains("recursion limit"), "{e}");
-    let line = format!("{{\"a\":1}}\n{{\"x\":{}\n{{\"a\":2}}\n", "[".repeat(100_000));
+    let line = format!(
+        "{{\"a\":1}}\n{{\"x\":{}\n{{\"a\":2}}\n",
+        "[".repeat(100_000)
+    );
     let imp = import_bytes(line.as_bytes(), "deep.ndjson").expect("imports");
     assert_eq!(imp.events.len(), 2);
     assert_eq!(imp.errors[0].location, Location::Line(2));

@@ -236,15 +236,15 @@ fn a_workspace_that_is_not_utf8_names_line_and_column() {
 
 #[test]
 fn an_endless_workspace_file_stops_at_the_limit() {
-    let e = hookline::store::workspace::load(std::path::Path::new("/dev/zero"))
-        .expect_err("endless");
+    let e =
+        hookline::store::workspace::load(std::path::Path::new("/dev/zero")).expect_err("endless");
     assert_eq!(
         e.to_string(),
         "/dev/zero: larger than 64 MB (the workspace file limit)"
     );
 }
 
-fn compile_errors(dest: serde_json::Value) -> Vec<String> {
+fn compile_errors(dest: &serde_json::Value) -> Vec<String> {
     let ws = serde_json::json!({"version": 1, "destinations": [dest]});
     let ws = hookline::store::workspace::parse(&ws.to_string(), "t.json").expect("parses");
     match hookline::core::render::CompiledDestination::compile(&ws.destinations[0]) {
@@ -255,7 +255,7 @@ fn compile_errors(dest: serde_json::Value) -> Vec<String> {
 
 #[test]
 fn absurd_delivery_settings_are_configuration_errors() {
-    let errs = compile_errors(serde_json::json!({
+    let errs = compile_errors(&serde_json::json!({
         "name": "d", "url": "http://127.0.0.1:9/",
         "delivery": {"rate_limit": 1e-300, "concurrency": 18_446_744_073_709_551_615_u64,
                      "max_attempts": 4_000_000_000_u32, "timeout_ms": 0,
@@ -274,13 +274,13 @@ fn absurd_delivery_settings_are_configuration_errors() {
         assert!(joined.contains(field), "missing {field:?} in\n{joined}");
     }
     for rate in [0.0, -1.0, 2e6] {
-        let errs = compile_errors(serde_json::json!({
+        let errs = compile_errors(&serde_json::json!({
             "name": "d", "url": "http://127.0.0.1:9/", "delivery": {"rate_limit": rate}
         }));
         assert_eq!(errs.len(), 1, "{rate}: {errs:?}");
         assert!(errs[0].contains("delivery.rate_limit"), "{errs:?}");
     }
-    let fine = compile_errors(serde_json::json!({
+    let fine = compile_errors(&serde_json::json!({
         "name": "d", "url": "http://127.0.0.1:9/",
         "delivery": {"rate_limit": 0.001, "concurrency": 10000, "max_attempts": 100}
     }));
@@ -289,16 +289,17 @@ fn absurd_delivery_settings_are_configuration_errors() {
 
 #[test]
 fn control_characters_in_prefixes_and_a_colon_in_a_basic_user_are_refused() {
-    let errs = compile_errors(serde_json::json!({
+    let errs = compile_errors(&serde_json::json!({
         "name": "d", "url": "http://127.0.0.1:9/",
         "signing": {"kind": "hmac", "secret": "s", "prefix": "sha1=\r\nX-Evil: 1"}
     }));
     assert_eq!(errs.len(), 1, "{errs:?}");
     assert!(
-        errs[0].starts_with("destination \"d\": signing.prefix: contains a control character (\\r)"),
+        errs[0]
+            .starts_with("destination \"d\": signing.prefix: contains a control character (\\r)"),
         "{errs:?}"
     );
-    let errs = compile_errors(serde_json::json!({
+    let errs = compile_errors(&serde_json::json!({
         "name": "d", "url": "http://127.0.0.1:9/",
         "auth": {"kind": "jwt", "algorithm": "HS256", "key_secret": "k", "prefix": "Bearer\n"}
     }));
@@ -306,7 +307,7 @@ fn control_characters_in_prefixes_and_a_colon_in_a_basic_user_are_refused() {
         errs.len() == 1 && errs[0].contains("auth.prefix: contains a control character (\\n)"),
         "{errs:?}"
     );
-    let errs = compile_errors(serde_json::json!({
+    let errs = compile_errors(&serde_json::json!({
         "name": "d", "url": "http://127.0.0.1:9/",
         "auth": {"kind": "basic", "username": "ann:admin", "password_secret": "p"}
     }));

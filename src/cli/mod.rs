@@ -132,20 +132,24 @@ pub fn parse_rate(s: &str) -> Result<f64, String> {
 
 /// `--concurrency`: 1 up to the bound `delivery.concurrency` has.
 pub fn parse_concurrency(s: &str) -> Result<usize, String> {
-    let n: usize = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("\"{s}\" is not a whole number (1 to {})", crate::core::model::limits::MAX_CONCURRENCY))?;
+    let n: usize = s.trim().parse().map_err(|_| {
+        format!(
+            "\"{s}\" is not a whole number (1 to {})",
+            crate::core::model::limits::MAX_CONCURRENCY
+        )
+    })?;
     crate::core::model::check_concurrency(n)?;
     Ok(n)
 }
 
 /// `--max-attempts`: 1 up to the bound `delivery.max_attempts` has.
 pub fn parse_max_attempts(s: &str) -> Result<u32, String> {
-    let n: u32 = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("\"{s}\" is not a whole number (1 to {})", crate::core::model::limits::MAX_ATTEMPTS))?;
+    let n: u32 = s.trim().parse().map_err(|_| {
+        format!(
+            "\"{s}\" is not a whole number (1 to {})",
+            crate::core::model::limits::MAX_ATTEMPTS
+        )
+    })?;
     crate::core::model::check_max_attempts(n)?;
     Ok(n)
 }

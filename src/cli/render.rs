@@ -78,7 +78,10 @@ pub fn render(args: &RenderArgs, secrets: Secrets) -> anyhow::Result<u8> {
                 }
             }
             for (i, e) in &report.errors {
-                warn(format_args!("event {i}: {}", terminal_safe_line(&e.to_string())));
+                warn(format_args!(
+                    "event {i}: {}",
+                    terminal_safe_line(&e.to_string())
+                ));
             }
         }
     }

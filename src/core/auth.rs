@@ -35,12 +35,7 @@ pub enum AuthError {
 
 /// A secret going into a header as is: no control characters (an environment variable
 /// set from a file often ends in a newline, and CR LF would split the header).
-fn header_safe(
-    field: &'static str,
-    name: &str,
-    header: &str,
-    s: &Secret,
-) -> Result<(), AuthError> {
+fn header_safe(field: &'static str, name: &str, header: &str, s: &Secret) -> Result<(), AuthError> {
     if s.expose().chars().any(char::is_control) {
         return Err(AuthError::NotAHeaderValue {
             field,

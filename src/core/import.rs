@@ -147,10 +147,22 @@ pub fn read_capped(reader: impl std::io::Read, cap: u64) -> Result<Vec<u8>, Capp
     Ok(bytes)
 }
 
+/// The 1-based line and column (in bytes) of byte offset `at`.
+pub fn line_column(bytes: &[u8], at: usize) -> (usize, usize) {
+    let before = &bytes[..at.min(bytes.len())];
+    let mut lines = 0;
+    let mut last = before;
+    for l in before.split(|b| *b == b'\n') {
+        lines += 1;
+        last = l;
+    }
+    (lines, last.len() + 1)
+}
+
 /// A byte count for messages: whole MB when it is one, else bytes.
 pub fn human_size(n: u64) -> String {
     const MB: u64 = 1024 * 1024;
-    if n >= MB && n % MB == 0 {
+    if n >= MB && n.is_multiple_of(MB) {
         format!("{} MB", n / MB)
     } else {
         format!("{n} bytes")
@@ -256,9 +268,7 @@ fn import_broken_utf8(
     text: bool,
     e: &std::str::Utf8Error,
 ) -> Result<Imported, ImportFileError> {
-    let at = e.valid_up_to();
-    let line = bytes[..at].iter().filter(|b| **b == b'\n').count() + 1;
-    let column = at - bytes[..at].iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1) + 1;
+    let (line, column) = line_column(bytes, e.valid_up_to());
     let whole = || ImportFileError::Invalid {
         origin: origin.to_owned(),
         message: format!("not UTF-8 text (invalid byte at line {line}, column {column})"),
@@ -351,8 +361,7 @@ fn import_str(s: &str, origin: &str, text: bool) -> Result<Imported, ImportFileE
             Err(whole) => {
                 // NDJSON when the first non-blank line is a JSON value on its own, or
                 // (first line broken) the input is objects and some line is one by itself.
-                if !first_line_is_json(s) && !(body.starts_with('{') && some_line_is_an_object(s))
-                {
+                if !(first_line_is_json(s) || body.starts_with('{') && some_line_is_an_object(s)) {
                     return Err(invalid(format!("not valid JSON: {whole}")));
                 }
                 ndjson(s, &mut sink);

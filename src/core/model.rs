@@ -582,7 +582,10 @@ impl Workspace {
 
     /// Event set names used twice, each naming both positions.
     pub fn duplicate_event_set_names(&self) -> Vec<String> {
-        duplicates("event_sets", self.event_sets.iter().map(|s| s.name.as_str()))
+        duplicates(
+            "event_sets",
+            self.event_sets.iter().map(|s| s.name.as_str()),
+        )
     }
 }
 

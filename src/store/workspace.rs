@@ -33,7 +33,10 @@ pub enum WorkspaceError {
     },
     #[error("{origin}: {message}")]
     Version { origin: String, message: String },
-    #[error("{path}: larger than {} (the workspace file limit)", crate::core::import::human_size(MAX_WORKSPACE_BYTES))]
+    #[error(
+        "{path}: larger than {} (the workspace file limit)",
+        crate::core::import::human_size(MAX_WORKSPACE_BYTES)
+    )]
     TooLarge { path: String },
 }
 
@@ -58,13 +61,7 @@ pub fn load(path: &Path) -> Result<Workspace, WorkspaceError> {
         }
     };
     let text = std::str::from_utf8(&bytes).map_err(|e| {
-        let at = e.valid_up_to();
-        let line = bytes[..at].iter().filter(|b| **b == b'\n').count() + 1;
-        let column = at - bytes[..at]
-            .iter()
-            .rposition(|b| *b == b'\n')
-            .map_or(0, |p| p + 1)
-            + 1;
+        let (line, column) = crate::core::import::line_column(&bytes, e.valid_up_to());
         WorkspaceError::Syntax {
             origin: p.clone(),
             line,

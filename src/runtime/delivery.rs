@@ -68,7 +68,15 @@ pub struct AttemptLog {
     pub error: Option<String>,
 }
 
-pub type TokenFuture<'a> = Pin<Box<dyn Future<Output = Result<Secret, String>> + Send + 'a>>;
+pub type TokenFuture<'a> = Pin<Box<dyn Future<Output = Result<Secret, TokenError>> + Send + 'a>>;
+
+/// Why no token could be had; `fatal` when asking again cannot help (the endpoint
+/// rejected the client or grant): the request fails at once instead of retrying.
+#[derive(Debug, Clone)]
+pub struct TokenError {
+    pub message: String,
+    pub fatal: bool,
+}
 
 /// `OAuth2` access tokens for destinations that need them.
 pub trait TokenProvider: Send + Sync {
@@ -354,24 +362,9 @@ pub async fn run_job(
             cancelled = true;
             break;
         }
-        // Events held as text may skip parsing entirely (see `prepare_text`).
-        let prepared = match spec
-            .events
-            .text(i)
-            .and_then(|t| ctx.compiled.prepare_text(i, t))
-        {
-            Some(p) => Ok(Prepared::Ready(Box::new(p))),
-            None => match spec.events.get(i) {
-                None => continue,
-                Some(Err(e)) => {
-                    fail_unsent(&ctx, &[i], &e);
-                    continue;
-                }
-                Some(Ok(std::borrow::Cow::Owned(v))) => {
-                    ctx.compiled.prepare_shared(i, &Arc::new(v), &render_ctx)
-                }
-                Some(Ok(std::borrow::Cow::Borrowed(v))) => ctx.compiled.prepare(i, v, &render_ctx),
-            },
+        // The same entry point the preview uses: the bytes sent are the bytes shown.
+        let Some(prepared) = ctx.compiled.prepare_event(&spec.events, i, &render_ctx) else {
+            continue;
         };
         match prepared {
             Ok(Prepared::Skipped(_)) => {
@@ -532,12 +525,9 @@ async fn deliver(ctx: &Ctx, request_no: u64, mut req: RenderedRequest) {
         if let Some(l) = &ctx.limiter {
             l.wait().await;
         }
-        let result = tokio::select! {
-            r = attempt_once(ctx, request_no, attempt, &mut req) => r,
-            () = until_cancelled(control.clone()) => {
-                return finish(OutcomeKind::Cancelled, last_status, attempt, Some("cancelled".into()), last_latency);
-            }
-        };
+        // An attempt under way is let finish (its timeout bounds it): abandoning it
+        // would leave a request the receiver got but history never recorded.
+        let result = attempt_once(ctx, request_no, attempt, &mut req).await;
         lock(&ctx.tally).stats.attempts += 1;
         let (wait, reason) = match result {
             Try::Done { status, latency } => {
@@ -638,10 +628,17 @@ async fn attempt_once(ctx: &Ctx, request_no: u64, attempt: u32, req: &mut Render
                     req.set_bearer_token(&tok);
                     used_token = Some(tok);
                 }
+                Err(e) if e.fatal => {
+                    return Try::Final {
+                        error: format!("OAuth2 token: {}", e.message),
+                        status: None,
+                        latency: Duration::ZERO,
+                    };
+                }
                 Err(e) => {
                     return Try::Retry {
                         wait: backoff(policy, attempt),
-                        reason: format!("OAuth2 token: {e}"),
+                        reason: format!("OAuth2 token: {}", e.message),
                         status: None,
                         latency: Duration::ZERO,
                     };
@@ -688,13 +685,15 @@ async fn attempt_once(ctx: &Ctx, request_no: u64, attempt: u32, req: &mut Render
         Ok(mut resp) => {
             let status = resp.status().as_u16();
             log.status = Some(status);
+            // A server may echo what it was sent: keep no secret of ours from it.
             log.response_headers = resp
                 .headers()
                 .iter()
                 .map(|(n, v)| {
                     (
                         n.as_str().to_owned(),
-                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                        req.scrub(&String::from_utf8_lossy(v.as_bytes()))
+                            .into_owned(),
                     )
                 })
                 .collect();
@@ -717,8 +716,11 @@ async fn attempt_once(ctx: &Ctx, request_no: u64, attempt: u32, req: &mut Render
                 }
             }
             let latency = started.elapsed();
-            let text = snippet(&body);
-            log.response_body = body;
+            let text = req.scrub(&snippet(&body)).into_owned();
+            log.response_body = match req.scrub(&String::from_utf8_lossy(&body)) {
+                std::borrow::Cow::Borrowed(_) => body,
+                std::borrow::Cow::Owned(clean) => clean.into_bytes(),
+            };
             if (200..300).contains(&status) {
                 Try::Done { status, latency }
             } else if status == 401 && is_oauth(dest) {
@@ -766,6 +768,8 @@ async fn attempt_once(ctx: &Ctx, request_no: u64, attempt: u32, req: &mut Render
         }
         Err(e) => {
             let latency = started.elapsed();
+            // reqwest's messages quote the URL, which may carry an API key.
+            let e = e.without_url();
             let what = if e.is_timeout() {
                 format!("timed out after {} ms", policy.timeout_ms)
             } else if e.is_connect() {
@@ -789,7 +793,11 @@ async fn attempt_once(ctx: &Ctx, request_no: u64, attempt: u32, req: &mut Render
             }
         }
     };
-    if let Try::Retry { reason, .. } | Try::Final { error: reason, .. } = &result {
+    let mut result = result;
+    if let Try::Retry { reason, .. } | Try::Final { error: reason, .. } = &mut result {
+        if let std::borrow::Cow::Owned(clean) = req.scrub(reason) {
+            *reason = clean;
+        }
         log.error = Some(reason.clone());
     }
     log.latency_ms = started.elapsed().as_secs_f64() * 1000.0;

@@ -32,24 +32,13 @@ struct Got {
 
 type Seen = Arc<Mutex<Vec<Got>>>;
 
-async fn record(
-    State(s): State<Seen>,
-    method: Method,
-    uri: Uri,
-    h: HeaderMap,
-    body: Bytes,
-) -> &'static str {
+async fn record(State(s): State<Seen>, method: Method, uri: Uri, h: HeaderMap, body: Bytes) -> &'static str {
     s.lock().expect("lock").push(Got {
         method: method.to_string(),
         uri: uri.to_string(),
         headers: h
             .iter()
-            .map(|(n, v)| {
-                (
-                    n.to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
+            .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
             .collect(),
         body: body.to_vec(),
     });
@@ -102,9 +91,7 @@ fn event_files(dir: &std::path::Path) -> Vec<(&'static str, String)> {
 
 fn destination(name: &str, url: &str, mode: &str, batched: bool, signing: &str) -> Value {
     let body = match mode {
-        "template" => {
-            json!({"mode": "template", "template": "user={{ event.userId }} price={{ event.properties.price }}\n", "content_type": "text/plain"})
-        }
+        "template" => json!({"mode": "template", "template": "user={{ event.userId }} price={{ event.properties.price }}\n", "content_type": "text/plain"}),
         m => json!({"mode": m}),
     };
     let mut d = json!({
@@ -158,10 +145,7 @@ fn check(what: &str, rendered: &Value, got: &Got, signing: &str) {
     };
     assert_eq!(got.method, rendered["method"], "{what}: method");
     assert_eq!(got.uri, target, "{what}: URL");
-    let body = rendered["body"]
-        .as_str()
-        .map(str::as_bytes)
-        .unwrap_or_default();
+    let body = rendered["body"].as_str().map(str::as_bytes).unwrap_or_default();
     assert_eq!(
         String::from_utf8_lossy(&got.body),
         String::from_utf8_lossy(body),
@@ -193,9 +177,7 @@ fn check(what: &str, rendered: &Value, got: &Got, signing: &str) {
             "{what}: HMAC verifies"
         ),
         "standard" => {
-            let ts: i64 = header("webhook-timestamp")
-                .and_then(|t| t.parse().ok())
-                .expect("timestamp");
+            let ts: i64 = header("webhook-timestamp").and_then(|t| t.parse().ok()).expect("timestamp");
             assert!(
                 sign::verify_standard_webhooks(
                     WH_KEY,
@@ -230,50 +212,20 @@ fn render_send_and_curl_agree_byte_for_byte_on_every_path() {
                 let mut first_render: Option<Value> = None;
                 for (fmt, file) in &files {
                     let what = format!("{name} from {fmt}");
-                    let o = hookline(&[
-                        "render",
-                        "-w",
-                        &ws_path,
-                        "-d",
-                        &name,
-                        "-e",
-                        file,
-                        "--reveal-secrets",
-                    ]);
-                    assert_eq!(
-                        o.status.code(),
-                        Some(0),
-                        "{what}: {}",
-                        String::from_utf8_lossy(&o.stderr)
-                    );
+                    let o = hookline(&["render", "-w", &ws_path, "-d", &name, "-e", file, "--reveal-secrets"]);
+                    assert_eq!(o.status.code(), Some(0), "{what}: {}", String::from_utf8_lossy(&o.stderr));
                     let doc: Value = serde_json::from_slice(&o.stdout).expect("render json");
                     let reqs = doc["requests"].as_array().expect("requests").clone();
                     assert_eq!(reqs.len(), if batched { 2 } else { 3 }, "{what}");
                     // Every input format renders the same requests.
                     match &first_render {
                         None => first_render = Some(doc.clone()),
-                        Some(f) if signing != "standard" => {
-                            assert_eq!(f, &doc, "{what}: differs by input format")
-                        }
+                        Some(f) if signing != "standard" => assert_eq!(f, &doc, "{what}: differs by input format"),
                         Some(_) => {}
                     }
                     seen.lock().expect("lock").clear();
-                    let o = hookline(&[
-                        "send",
-                        "-w",
-                        &ws_path,
-                        "-d",
-                        &name,
-                        "-e",
-                        file,
-                        "--no-history",
-                    ]);
-                    assert_eq!(
-                        o.status.code(),
-                        Some(0),
-                        "{what}: send: {}",
-                        String::from_utf8_lossy(&o.stderr)
-                    );
+                    let o = hookline(&["send", "-w", &ws_path, "-d", &name, "-e", file, "--no-history"]);
+                    assert_eq!(o.status.code(), Some(0), "{what}: send: {}", String::from_utf8_lossy(&o.stderr));
                     let got = std::mem::take(&mut *seen.lock().expect("lock"));
                     assert_eq!(got.len(), reqs.len(), "{what}: requests received");
                     for (r, g) in reqs.iter().zip(&got) {
@@ -282,29 +234,9 @@ fn render_send_and_curl_agree_byte_for_byte_on_every_path() {
                     combos += 1;
                 }
                 // The exported cURL commands, run for real, deliver the same bytes.
-                let o = hookline(&[
-                    "render",
-                    "-w",
-                    &ws_path,
-                    "-d",
-                    &name,
-                    "-e",
-                    &files[2].1,
-                    "--format",
-                    "curl",
-                    "--reveal-secrets",
-                ]);
+                let o = hookline(&["render", "-w", &ws_path, "-d", &name, "-e", &files[2].1, "--format", "curl", "--reveal-secrets"]);
                 let curl = String::from_utf8_lossy(&o.stdout).into_owned();
-                let o = hookline(&[
-                    "render",
-                    "-w",
-                    &ws_path,
-                    "-d",
-                    &name,
-                    "-e",
-                    &files[2].1,
-                    "--reveal-secrets",
-                ]);
+                let o = hookline(&["render", "-w", &ws_path, "-d", &name, "-e", &files[2].1, "--reveal-secrets"]);
                 let doc: Value = serde_json::from_slice(&o.stdout).expect("render json");
                 seen.lock().expect("lock").clear();
                 let out = Command::new("sh")
@@ -313,11 +245,7 @@ fn render_send_and_curl_agree_byte_for_byte_on_every_path() {
                     .stdout(Stdio::null())
                     .output()
                     .expect("sh runs curl");
-                assert!(
-                    out.status.success(),
-                    "{name}: curl: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
+                assert!(out.status.success(), "{name}: curl: {}", String::from_utf8_lossy(&out.stderr));
                 let got = std::mem::take(&mut *seen.lock().expect("lock"));
                 let reqs = doc["requests"].as_array().expect("requests");
                 assert_eq!(got.len(), reqs.len(), "{name}: curl requests");
@@ -336,11 +264,7 @@ fn a_number_beyond_f64_is_sent_as_written_batched_or_not() {
     let srv = common::serve(Router::new().fallback(any(record)).with_state(seen.clone()));
     let dir = tempfile::tempdir().expect("dir");
     let ev = dir.path().join("e.ndjson");
-    std::fs::write(
-        &ev,
-        "{\"id\": 123456789012345678901234567890, \"f\": 0.1000000000000000055511151231257827}\n",
-    )
-    .expect("write");
+    std::fs::write(&ev, "{\"id\": 123456789012345678901234567890, \"f\": 0.1000000000000000055511151231257827}\n").expect("write");
     for batched in [false, true] {
         let mut d = json!({"name": "n", "url": srv.url("/n")});
         if batched {
@@ -349,22 +273,8 @@ fn a_number_beyond_f64_is_sent_as_written_batched_or_not() {
         let ws = dir.path().join("ws.json");
         std::fs::write(&ws, json!({"version": 1, "destinations": [d]}).to_string()).expect("ws");
         seen.lock().expect("lock").clear();
-        let o = hookline(&[
-            "send",
-            "-w",
-            &ws.to_string_lossy(),
-            "-d",
-            "n",
-            "-e",
-            &ev.to_string_lossy(),
-            "--no-history",
-        ]);
-        assert_eq!(
-            o.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+        let o = hookline(&["send", "-w", &ws.to_string_lossy(), "-d", "n", "-e", &ev.to_string_lossy(), "--no-history"]);
+        assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
         let got = seen.lock().expect("lock").clone();
         let body = String::from_utf8_lossy(&got[0].body).into_owned();
         assert!(

@@ -155,9 +155,7 @@ fn no_dbus_child() {
         "{e:?}"
     );
     let (secrets, _) = hookline::store::keyring::default_secrets();
-    let e = secrets
-        .get("nothing-here")
-        .expect_err("env only, and unset");
+    let e = secrets.get("nothing-here").expect_err("env only, and unset");
     assert!(e.to_string().starts_with("no keyring available"), "{e}");
 }
 
@@ -183,30 +181,19 @@ fn silent_bus() -> (tempfile::TempDir, std::thread::JoinHandle<()>, String) {
 #[test]
 fn a_silent_session_bus_never_hangs_render_and_a_missing_secret_times_out_clearly() {
     let (_dir, _h, bus) = silent_bus();
-    let ws = format!(
-        "{}/assets/sample-workspace.json",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let ws = format!("{}/assets/sample-workspace.json", env!("CARGO_MANIFEST_DIR"));
     let ev = format!("{}/assets/sample-events.ndjson", env!("CARGO_MANIFEST_DIR"));
     let run = |envs: &[(&str, &str)]| {
         let started = std::time::Instant::now();
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_hookline"));
-        cmd.args([
-            "render",
-            "--workspace",
-            &ws,
-            "--destination",
-            "orders",
-            "--events",
-            &ev,
-        ])
-        .env("DBUS_SESSION_BUS_ADDRESS", &bus)
-        .env("HOOKLINE_KEYRING_TIMEOUT_MS", "1500")
-        .env_remove("HOOKLINE_SECRET_ORDERS_PASSWORD")
-        .env_remove("HOOKLINE_SECRET_ORDERS_SIGNING")
-        .envs(envs.iter().copied())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
+        cmd.args(["render", "--workspace", &ws, "--destination", "orders", "--events", &ev])
+            .env("DBUS_SESSION_BUS_ADDRESS", &bus)
+            .env("HOOKLINE_KEYRING_TIMEOUT_MS", "1500")
+            .env_remove("HOOKLINE_SECRET_ORDERS_PASSWORD")
+            .env_remove("HOOKLINE_SECRET_ORDERS_SIGNING")
+            .envs(envs.iter().copied())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
         let mut child = cmd.spawn().expect("spawn");
         let deadline = started + std::time::Duration::from_secs(20);
         loop {
@@ -227,20 +214,11 @@ fn a_silent_session_bus_never_hangs_render_and_a_missing_secret_times_out_clearl
         ("HOOKLINE_SECRET_ORDERS_PASSWORD", "pw"),
         ("HOOKLINE_SECRET_ORDERS_SIGNING", "sig"),
     ]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        took < std::time::Duration::from_millis(1500),
-        "waited on the bus: {took:?}"
-    );
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(took < std::time::Duration::from_millis(1500), "waited on the bus: {took:?}");
     // A secret only the keyring could have: a clear error after the timeout.
     let (out, _) = run(&[]);
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("did not answer within 1500 ms"), "{text}");
 }

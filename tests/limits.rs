@@ -75,10 +75,7 @@ fn loop_carried_state_and_loops_captured_into_variables_are_refused() {
         ),
         &json!({}),
     );
-    assert!(
-        e.contains("body.template") && e.contains("namespace"),
-        "{e}"
-    );
+    assert!(e.contains("body.template") && e.contains("namespace"), "{e}");
     let e = compile_error(&template_dest(
         "{% set x %}{% for i in range(100000) %}{{ event.big }}{% endfor %}{% endset %}{{ x ~ x }}",
     ));

@@ -522,10 +522,7 @@ fn a_rejected_client_is_final_the_job_stops_asking_and_names_the_endpoint() {
         run.outcomes.first()
     );
     let e = run.outcomes[0].error.clone().unwrap_or_default();
-    assert!(
-        e.contains(&srv.url("/token")) && e.contains("invalid_client"),
-        "{e}"
-    );
+    assert!(e.contains(&srv.url("/token")) && e.contains("invalid_client"), "{e}");
     assert!(!e.contains("wrong-secret-value"), "{e}");
     assert_eq!(st.token_requests.load(Ordering::SeqCst), 1, "asked once");
 }
@@ -599,10 +596,6 @@ async fn authorize_without_a_keyring_says_so_before_opening_the_browser() {
     let msg = e.to_string();
     assert!(msg.starts_with("no keyring available"), "{msg}");
     assert_eq!(msg.matches("no keyring available").count(), 1, "{msg}");
-    assert_eq!(
-        opened.load(Ordering::SeqCst),
-        0,
-        "the browser was not opened"
-    );
+    assert_eq!(opened.load(Ordering::SeqCst), 0, "the browser was not opened");
     assert_eq!(st.token_requests.load(Ordering::SeqCst), 0);
 }

@@ -55,7 +55,10 @@ fn forms(v: &str) -> Vec<String> {
 }
 
 fn assert_clean(what: &str, text: &str) {
-    let all = SECRETS.iter().map(|(_, v)| *v).chain([ACCESS_TOKEN]);
+    let all = SECRETS
+        .iter()
+        .map(|(_, v)| *v)
+        .chain([ACCESS_TOKEN]);
     for v in all {
         for f in forms(v) {
             assert!(
@@ -91,11 +94,7 @@ async fn echo(uri: Uri, headers: HeaderMap, body: Bytes) -> impl IntoResponse {
         .iter()
         .map(|(n, v)| format!("{n}: {}", String::from_utf8_lossy(v.as_bytes())))
         .collect();
-    let text = format!(
-        "{uri}\n{}\n{}",
-        heads.join("\n"),
-        String::from_utf8_lossy(&body)
-    );
+    let text = format!("{uri}\n{}\n{}", heads.join("\n"), String::from_utf8_lossy(&body));
     let status = if uri.path().contains("fail") {
         StatusCode::BAD_REQUEST
     } else {
@@ -107,8 +106,7 @@ async fn echo(uri: Uri, headers: HeaderMap, body: Bytes) -> impl IntoResponse {
 async fn token() -> impl IntoResponse {
     (
         [("content-type", "application/json")],
-        json!({"access_token": ACCESS_TOKEN, "token_type": "Bearer", "expires_in": 3600})
-            .to_string(),
+        json!({"access_token": ACCESS_TOKEN, "token_type": "Bearer", "expires_in": 3600}).to_string(),
     )
 }
 
@@ -173,18 +171,13 @@ fn no_output_shows_a_secret_unless_revealed() {
         "{\"type\":\"track\",\"userId\":\"u1\",\"messageId\":\"m1\"}\n{\"type\":\"track\",\"userId\":\"u2\",\"messageId\":\"m2\"}\n",
     )
     .expect("write events");
-    let (ws, ev) = (
-        ws.to_string_lossy().into_owned(),
-        ev.to_string_lossy().into_owned(),
-    );
+    let (ws, ev) = (ws.to_string_lossy().into_owned(), ev.to_string_lossy().into_owned());
     let history = dir.path().join("history.db");
     let hist = history.to_string_lossy().into_owned();
 
     for dest in ["everywhere", "batched", "oauth", "broken"] {
         for format in ["json", "curl", "http"] {
-            let o = run(&[
-                "render", "-w", &ws, "-d", dest, "-e", &ev, "--format", format,
-            ]);
+            let o = run(&["render", "-w", &ws, "-d", dest, "-e", &ev, "--format", format]);
             assert_clean(&format!("render {dest} --format {format}"), &text(&o));
             assert!(!o.stdout.is_empty() || dest == "broken", "{}", text(&o));
         }
@@ -203,21 +196,9 @@ fn no_output_shows_a_secret_unless_revealed() {
         }
     }
     // Revealed on request, and only then.
-    let o = run(&[
-        "render",
-        "-w",
-        &ws,
-        "-d",
-        "everywhere",
-        "-e",
-        &ev,
-        "--reveal-secrets",
-    ]);
+    let o = run(&["render", "-w", &ws, "-d", "everywhere", "-e", &ev, "--reveal-secrets"]);
     let t = text(&o);
-    assert!(
-        t.contains("pathSecret-7f3a9q") && t.contains("QUERYSECRET-1B2CQ"),
-        "{t}"
-    );
+    assert!(t.contains("pathSecret-7f3a9q") && t.contains("QUERYSECRET-1B2CQ"), "{t}");
 
     // The runtime's updates, as the app would receive them.
     let workspace: hookline::core::model::Workspace =
@@ -242,17 +223,12 @@ fn no_output_shows_a_secret_unless_revealed() {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while finished < workspace.destinations.len() {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
-        let u = updates
-            .recv_timeout(left)
-            .expect("updates until every job ends");
+        let u = updates.recv_timeout(left).expect("updates until every job ends");
         if matches!(u, Update::JobFinished { .. }) {
             finished += 1;
         }
         seen.push_str(&format!("{u:?}\n"));
     }
     assert_clean("runtime updates", &seen);
-    assert!(
-        seen.contains("HTTP 400"),
-        "the echoing receiver answered: {seen}"
-    );
+    assert!(seen.contains("HTTP 400"), "the echoing receiver answered: {seen}");
 }

@@ -50,10 +50,7 @@ fn full_path_with_another_host_or_scheme_is_an_error_for_that_event() {
         "//attacker.example/x",
     ] {
         let msg = render_err(&d, &json!({"type": "track", "fullPath": bad}));
-        assert!(
-            msg.contains("fullPath") && msg.contains("only the path"),
-            "{bad}: {msg}"
-        );
+        assert!(msg.contains("fullPath") && msg.contains("only the path"), "{bad}: {msg}");
         assert!(!msg.contains("tok-SECRET-123"), "{msg}");
     }
     // The same origin, spelled out, is fine.
@@ -150,15 +147,8 @@ fn an_event_with_100000_header_keys_is_refused_quickly() {
 #[derive(Default)]
 struct Seen(Mutex<Vec<(String, HeaderMap, Bytes)>>);
 
-async fn record(
-    State(s): State<Arc<Seen>>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> &'static str {
-    s.0.lock()
-        .expect("lock")
-        .push((uri.to_string(), headers, body));
+async fn record(State(s): State<Arc<Seen>>, uri: Uri, headers: HeaderMap, body: Bytes) -> &'static str {
+    s.0.lock().expect("lock").push((uri.to_string(), headers, body));
     "ok"
 }
 
@@ -186,17 +176,11 @@ fn a_hostile_event_in_a_job_fails_alone_and_sends_nothing_elsewhere() {
     let stats = run.stats.clone().expect("job finished");
     assert_eq!(stats.delivered, 2, "{run:?}");
     assert_eq!(run.render_errors.len(), 3, "{run:?}");
-    assert!(
-        evil.0.lock().expect("lock").is_empty(),
-        "nothing reaches the other host"
-    );
+    assert!(evil.0.lock().expect("lock").is_empty(), "nothing reaches the other host");
     let seen = good.0.lock().expect("lock");
     let paths: Vec<&str> = seen.iter().map(|(u, _, _)| u.as_str()).collect();
     assert_eq!(paths.len(), 2);
-    assert!(
-        paths.contains(&"/hooks") && paths.contains(&"/hooks/orders"),
-        "{paths:?}"
-    );
+    assert!(paths.contains(&"/hooks") && paths.contains(&"/hooks/orders"), "{paths:?}");
     for (_, h, body) in seen.iter() {
         assert_eq!(
             h.get("content-length").and_then(|v| v.to_str().ok()),

@@ -85,7 +85,7 @@ pub fn render(args: &RenderArgs, secrets: Secrets) -> anyhow::Result<u8> {
     }
     out.flush()?;
     for e in &import_errors {
-        warn(terminal_safe_line(e));
+        warn(e);
     }
     Ok(if report.errors.is_empty() && import_errors.is_empty() {
         0

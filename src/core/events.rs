@@ -96,7 +96,10 @@ mod tests {
 pub fn canonical(json: &str) -> Box<str> {
     let json = json.trim();
     let b = json.as_bytes();
-    if !b.iter().any(|c| matches!(c, b' ' | b'\n' | b'\r' | b'\t')) {
+    if !b
+        .iter()
+        .any(|c| matches!(c, b' ' | b'\n' | b'\r' | b'\t'))
+    {
         return json.into();
     }
     let mut out = Vec::with_capacity(b.len());
@@ -132,9 +135,7 @@ mod canonical_tests {
     #[test]
     fn canonical_text_drops_whitespace_outside_strings_only() {
         assert_eq!(
-            &*canonical(
-                "{ \"a b\": [1, 2.50,\n 123456789012345678901234567890 ],\t\"c\": \"x \\\" y\\u00e9\" }"
-            ),
+            &*canonical("{ \"a b\": [1, 2.50,\n 123456789012345678901234567890 ],\t\"c\": \"x \\\" y\\u00e9\" }"),
             "{\"a b\":[1,2.50,123456789012345678901234567890],\"c\":\"x \\\" y\\u00e9\"}"
         );
         assert_eq!(&*canonical("{\"a\":1}"), "{\"a\":1}");

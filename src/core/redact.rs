@@ -240,12 +240,10 @@ mod tests {
         let real = "hunter2-long-secret";
         for f in [
             |s: &str| format!("x={}&y=1", s.to_uppercase()),
-            |s: &str| {
-                format!(
-                    "x={}&y=1",
-                    base64::engine::general_purpose::STANDARD.encode(s)
-                )
-            },
+            |s: &str| format!(
+                "x={}&y=1",
+                base64::engine::general_purpose::STANDARD.encode(s)
+            ),
             |s: &str| format!("x={}&y=1", hex::encode(sha2::Sha256::digest(s))),
             |s: &str| format!("x={}&y=1", &s[2..9]),
         ] {

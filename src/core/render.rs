@@ -13,15 +13,15 @@ use sha2::Digest as _;
 use super::auth::{self, AuthError};
 use super::batch::{self, Batch};
 use super::events::EventList;
+use indexmap::IndexMap;
 use super::mapping::{self, CompiledRow, MappingError};
+use super::redact;
 use super::model::{
     Auth, Body, Destination, EVENT_TYPES, Envelope, MAX_BATCH_EVENTS, Method, Signing,
 };
-use super::redact;
 use super::secret::{Secret, Secrets};
 use super::sign;
 use super::template::{self, SecretScope, TemplateError, Templates, Tpl};
-use indexmap::IndexMap;
 
 /// The `User-Agent` Hookline sends unless a destination overrides it.
 pub const USER_AGENT: &str = concat!("hookline/", env!("CARGO_PKG_VERSION"));
@@ -143,7 +143,10 @@ impl std::fmt::Debug for RenderedRequest {
             .field("method", &r.method)
             .field("url", &r.url)
             .field("headers", &r.headers)
-            .field("body", &r.body.as_deref().map(String::from_utf8_lossy))
+            .field(
+                "body",
+                &r.body.as_deref().map(String::from_utf8_lossy),
+            )
             .field("events", &r.events)
             .field("idempotency_key", &r.idempotency_key)
             .finish_non_exhaustive()
@@ -966,9 +969,7 @@ impl CompiledDestination {
         // serialized from the value.
         let event_json = || -> Vec<u8> {
             match text {
-                Some(t) if overrides => {
-                    strip_override_keys(t).unwrap_or_else(|| to_json(&stripped()))
-                }
+                Some(t) if overrides => strip_override_keys(t).unwrap_or_else(|| to_json(&stripped())),
                 Some(t) => t.as_bytes().to_vec(),
                 None => to_json(&stripped()),
             }
@@ -1532,7 +1533,8 @@ fn authority_uses_event(src: &str) -> bool {
         }
         i += 1;
     }
-    src[..end].contains("event") && (src[..end].contains("{{") || src[..end].contains("{%"))
+    src[..end].contains("event")
+        && (src[..end].contains("{{") || src[..end].contains("{%"))
 }
 
 /// URLs must be absolute `http://` or `https://` after rendering.
@@ -1581,14 +1583,12 @@ fn replace_path(url: &str, full: &str) -> Result<String, String> {
         return Ok(target.into());
     }
     let (path, query) = split_query(full);
-    u.set_path(
-        if path.starts_with('/') {
-            path.to_owned()
-        } else {
-            format!("/{path}")
-        }
-        .as_str(),
-    );
+    u.set_path(if path.starts_with('/') {
+        path.to_owned()
+    } else {
+        format!("/{path}")
+    }
+    .as_str());
     u.set_query(query);
     Ok(u.into())
 }

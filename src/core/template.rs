@@ -516,19 +516,15 @@ pub fn growth(src: &str) -> u64 {
         };
         let body_start = &after[1..];
         let end = body_start.find(close).unwrap_or(body_start.len());
-        let tag =
-            body_start[..end].trim_matches(|c: char| c == '-' || c == '+' || c.is_whitespace());
+        let tag = body_start[..end].trim_matches(|c: char| c == '-' || c == '+' || c.is_whitespace());
         rest = body_start.get(end + close.len()..).unwrap_or("");
         let in_loop_capture = loops > 0 && !captures.is_empty();
         match close {
             "}}" => {
                 // Plain output is bounded by MAX_OUTPUT; only what a capture keeps counts.
                 if let Some(c) = captures.last_mut() {
-                    let m = expr_growth(tag, &vars).saturating_mul(if in_loop_capture {
-                        1000
-                    } else {
-                        1
-                    });
+                    let m = expr_growth(tag, &vars)
+                        .saturating_mul(if in_loop_capture { 1000 } else { 1 });
                     c.1 = c.1.saturating_add(m);
                 }
             }
@@ -565,8 +561,8 @@ pub fn growth(src: &str) -> u64 {
 
 fn expr_growth(expr: &str, vars: &std::collections::HashMap<String, u64>) -> u64 {
     const WORDS: [&str; 14] = [
-        "and", "or", "not", "in", "is", "if", "else", "true", "false", "none", "True", "False",
-        "None", "loop",
+        "and", "or", "not", "in", "is", "if", "else", "true", "false", "none", "True",
+        "False", "None", "loop",
     ];
     let b = expr.as_bytes();
     let mut sum = 0u64;

@@ -688,6 +688,31 @@ fn a_closed_stderr_never_panics() {
     let status = wait_bounded(&mut child);
     assert_eq!(status.code(), Some(1), "{status:?} {out}");
     assert!(out.contains("| curl "), "{out}");
+    // `send` talks on stderr from the start (the job id) and at the end.
+    let hits: Arc<Mutex<usize>> = Arc::default();
+    let h = hits.clone();
+    let srv = common::serve(Router::new().route(
+        "/p",
+        any(move || async move {
+            *h.lock().expect("lock") += 1;
+            "ok"
+        }),
+    ));
+    let (_dir, ws, ev) = scratch(
+        &serde_json::json!({"url": srv.url("/p")}),
+        "{\"type\":\"track\"}\nnope\n",
+    );
+    let mut child = Command::new(BIN)
+        .args(["send", "-w", &ws, "-d", "d", "-e", &ev, "--no-history"])
+        .stdout(Stdio::piped())
+        .stderr(closed_pipe())
+        .spawn()
+        .expect("spawn");
+    let out = read_all(child.stdout.take().expect("stdout"));
+    let status = wait_bounded(&mut child);
+    assert_eq!(status.code(), Some(1), "{status:?} {out}");
+    assert!(out.contains("\"delivered\":1"), "{out}");
+    assert_eq!(*hits.lock().expect("lock"), 1);
     for args in [
         vec!["validate", "-w", "/nonexistent/ws.json"],
         vec![

@@ -3,6 +3,16 @@
 //! 0 all good, 1 some events failed (the rest were handled), 2 bad workspace, file
 //! or argument.
 
+/// `eprintln!` for every CLI module: the same formatting, but a failed write to stderr
+/// (its reader went away) is ignored instead of panicking as std's macro does. Being
+/// defined before the subcommand modules, it shadows std's `eprintln!` in all of them.
+macro_rules! eprintln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 pub mod authorize;
 pub mod capture;
 pub mod render;

@@ -60,7 +60,8 @@ pub fn render(args: &RenderArgs, secrets: Secrets) -> anyhow::Result<u8> {
                 "skipped": report.skipped.iter().map(|(i, why)| json!({"index": i, "reason": why})).collect::<Vec<_>>(),
                 "errors": report.errors.iter().map(|(i, e)| json!({"index": i, "error": e.to_string()})).collect::<Vec<_>>(),
             });
-            serde_json::to_writer_pretty(&mut out, &doc)?;
+            let text = serde_json::to_string_pretty(&doc)?;
+            out.write_all(json_c1_escaped(&text).as_bytes())?;
             writeln!(out)?;
         }
         Format::Curl | Format::Http => {
@@ -92,6 +93,26 @@ pub fn render(args: &RenderArgs, secrets: Secrets) -> anyhow::Result<u8> {
     } else {
         EXIT_FAILED
     })
+}
+
+/// JSON with DEL and the C1 controls (U+007F–U+009F) written as `\u00XX` too:
+/// `serde_json` escapes only U+0000–U+001F, and a raw U+009B is a CSI to some
+/// terminals. Outside strings JSON text is ASCII, so this only touches strings, and
+/// the document means the same.
+pub fn json_c1_escaped(json: &str) -> std::borrow::Cow<'_, str> {
+    let c1 = |c: char| ('\u{7f}'..='\u{9f}').contains(&c);
+    if !json.contains(c1) {
+        return std::borrow::Cow::Borrowed(json);
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if c1(c) {
+            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// The request's head (URL, header values) with control characters escaped, and its

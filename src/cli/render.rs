@@ -107,7 +107,7 @@ pub fn json_c1_escaped(json: &str) -> std::borrow::Cow<'_, str> {
     let mut out = String::with_capacity(json.len() + 16);
     for c in json.chars() {
         if c1(c) {
-            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+            let _ = std::fmt::Write::write_fmt(&mut out, format_args!("\\u{:04x}", u32::from(c)));
         } else {
             out.push(c);
         }

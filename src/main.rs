@@ -38,6 +38,9 @@ fn secrets() -> hookline::core::secret::Secrets {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Commands whose product is their output stop quietly when stdout is closed
+    // (`hookline render … | head -1`); Rust ignores SIGPIPE, so that arrives as EPIPE.
+    let output_only = matches!(&cli.command, Some(Cmd::Render(_) | Cmd::Validate(_)));
     let result = match &cli.command {
         None => {
             let _ = Cli::command().print_help();
@@ -51,8 +54,12 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => ExitCode::from(code),
+        Err(e) if output_only && cli::stdout_closed(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("hookline: {e:#}");
+            cli::warn(format_args!(
+                "hookline: {}",
+                cli::terminal_safe(&format!("{e:#}"))
+            ));
             ExitCode::from(if e.is::<UsageError>() {
                 cli::EXIT_USAGE
             } else {

@@ -243,3 +243,113 @@ fn a_line_that_is_not_json_is_a_syntax_error_not_a_number() {
         "line 2: expected ident at column 2"
     );
 }
+
+#[test]
+fn ndjson_with_an_invalid_utf8_byte_on_one_line_keeps_the_other_lines() {
+    let imp =
+        import_bytes(b"{\"a\":1}\n{\"b\":\"x\xffy\"}\n{\"a\":3}\n", "x.ndjson").expect("imports");
+    assert_eq!(imp.format, Some(Format::Ndjson));
+    assert_eq!(values(&imp.events), vec![json!({"a": 1}), json!({"a": 3})]);
+    assert_eq!(imp.errors.len(), 1);
+    assert_eq!(imp.errors[0].location, Location::Line(2));
+    assert_eq!(
+        imp.errors[0].to_string(),
+        "line 2: not UTF-8 text (invalid byte at column 8)"
+    );
+    // Text mode (send) keeps the same lines.
+    let text =
+        import_text(b"{\"a\":1}\n{\"b\":\"x\xffy\"}\n{\"a\":3}\n", "x.ndjson").expect("imports");
+    assert_eq!(text.events.len(), 2);
+}
+
+#[test]
+fn invalid_utf8_on_the_first_line_keeps_the_rest_in_line_order() {
+    let imp = import_bytes(b"\xfe{\"a\":0}\n{\"a\":1}\nnope\n", "x.ndjson").expect("imports");
+    assert_eq!(values(&imp.events), vec![json!({"a": 1})]);
+    let at: Vec<_> = imp.errors.iter().map(|e| e.location.clone()).collect();
+    assert_eq!(at, vec![Location::Line(1), Location::Line(3)]);
+}
+
+#[test]
+fn a_document_with_an_invalid_utf8_byte_is_one_error_naming_line_and_column() {
+    let e = import_bytes(b"{\n  \"type\": \"tr\xffck\"\n}\n", "p.json").expect_err("not UTF-8");
+    assert_eq!(
+        e.to_string(),
+        "p.json: not UTF-8 text (invalid byte at line 2, column 14)"
+    );
+}
+
+#[test]
+fn a_non_object_first_line_is_a_line_error_and_the_rest_is_kept() {
+    for (first, what) in [
+        ("[1,2]", "an array"),
+        ("42", "a number"),
+        ("\"s\"", "a string"),
+        ("null", "null"),
+    ] {
+        let text = format!("{first}\n{{\"a\":1}}\n{{\"a\":2}}\n");
+        let imp = import_bytes(text.as_bytes(), "x.ndjson").expect("imports");
+        assert_eq!(imp.format, Some(Format::Ndjson), "{first}");
+        assert_eq!(
+            values(&imp.events),
+            vec![json!({"a": 1}), json!({"a": 2})],
+            "{first}"
+        );
+        assert_eq!(imp.errors.len(), 1, "{first}");
+        assert_eq!(
+            imp.errors[0].to_string(),
+            format!("line 1: not a JSON object ({what})")
+        );
+    }
+}
+
+#[test]
+fn an_endless_events_file_stops_at_the_cap_while_reading() {
+    // /dev/zero has no size: the cap must apply to what is read, not to metadata.
+    let e = hookline::core::import::import_file_capped(
+        std::path::Path::new("/dev/zero"),
+        false,
+        1024 * 1024,
+    )
+    .expect_err("endless");
+    assert_eq!(
+        e.to_string(),
+        "/dev/zero: larger than 1 MB (the import limit)"
+    );
+    let r = hookline::core::import::read_capped(std::io::repeat(b'x'), 10);
+    assert!(r.is_err());
+    let r = hookline::core::import::read_capped(&b"0123456789"[..], 10).expect("exactly the cap");
+    assert_eq!(r.len(), 10);
+}
+
+#[test]
+fn deeply_nested_events_are_an_error_not_a_stack_overflow() {
+    let deep = "[".repeat(100_000);
+    let e = import_bytes(deep.as_bytes(), "deep.json").expect_err("unclosed");
+    assert!(
+        e.to_string().starts_with("deep.json: not valid JSON"),
+        "{e}"
+    );
+    // Closed: an array whose one item is an array, reported as such.
+    let closed = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let imp = import_bytes(closed.as_bytes(), "deep.json").expect("imports");
+    assert_eq!(
+        imp.errors[0].to_string(),
+        "item 0: not a JSON object (an array)"
+    );
+    // An object that deep: serde_json's recursion limit answers.
+    let obj = format!(
+        "{{\"a\":{}1{}}}",
+        "{\"a\":".repeat(100_000),
+        "}".repeat(100_000)
+    );
+    let e = import_bytes(obj.as_bytes(), "deep.json").expect_err("too deep");
+    assert!(e.to_string().contains("recursion limit"), "{e}");
+    let line = format!(
+        "{{\"a\":1}}\n{{\"x\":{}\n{{\"a\":2}}\n",
+        "[".repeat(100_000)
+    );
+    let imp = import_bytes(line.as_bytes(), "deep.ndjson").expect("imports");
+    assert_eq!(imp.events.len(), 2);
+    assert_eq!(imp.errors[0].location, Location::Line(2));
+}

@@ -212,3 +212,128 @@ fn a_wrong_type_names_path_line_and_column() {
         "{e}"
     );
 }
+
+#[test]
+fn a_workspace_with_a_utf8_byte_order_mark_loads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = dir.path().join("bom.json");
+    std::fs::write(&p, b"\xef\xbb\xbf{\"version\": 1, \"name\": \"b\"}\n").expect("write");
+    let ws = hookline::store::workspace::load(&p).expect("loads");
+    assert_eq!(ws.name, "b");
+}
+
+#[test]
+fn a_workspace_that_is_not_utf8_names_line_and_column() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = dir.path().join("bad.json");
+    std::fs::write(&p, b"{\"version\": 1,\n \"name\": \"\xff\"}\n").expect("write");
+    let e = hookline::store::workspace::load(&p).expect_err("not UTF-8");
+    assert_eq!(
+        e.to_string(),
+        format!("{}:2:11: not UTF-8 text", p.display())
+    );
+}
+
+#[test]
+fn an_endless_workspace_file_stops_at_the_limit() {
+    let e =
+        hookline::store::workspace::load(std::path::Path::new("/dev/zero")).expect_err("endless");
+    assert_eq!(
+        e.to_string(),
+        "/dev/zero: larger than 64 MB (the workspace file limit)"
+    );
+}
+
+fn compile_errors(dest: &serde_json::Value) -> Vec<String> {
+    let ws = serde_json::json!({"version": 1, "destinations": [dest]});
+    let ws = hookline::store::workspace::parse(&ws.to_string(), "t.json").expect("parses");
+    match hookline::core::render::CompiledDestination::compile(&ws.destinations[0]) {
+        Ok(_) => Vec::new(),
+        Err(errs) => errs.iter().map(ToString::to_string).collect(),
+    }
+}
+
+#[test]
+fn absurd_delivery_settings_are_configuration_errors() {
+    let errs = compile_errors(&serde_json::json!({
+        "name": "d", "url": "http://127.0.0.1:9/",
+        "delivery": {"rate_limit": 1e-300, "concurrency": 18_446_744_073_709_551_615_u64,
+                     "max_attempts": 4_000_000_000_u32, "timeout_ms": 0,
+                     "backoff_initial_ms": 5000, "backoff_max_ms": 1000,
+                     "retry_after_cap_s": 18_446_744_073_709_551_615_u64}
+    }));
+    let joined = errs.join("\n");
+    for field in [
+        "delivery.rate_limit: must be between 0.001 and 1000000 requests per second, got 1e-300",
+        "delivery.concurrency: must be between 1 and 10000, got 18446744073709551615",
+        "delivery.max_attempts: must be between 1 and 100",
+        "delivery.timeout_ms: must be between 1 and 3600000",
+        "delivery.backoff_initial_ms: must be at most backoff_max_ms (1000), got 5000",
+        "delivery.retry_after_cap_s: must be at most 86400",
+    ] {
+        assert!(joined.contains(field), "missing {field:?} in\n{joined}");
+    }
+    for rate in [0.0, -1.0, 2e6] {
+        let errs = compile_errors(&serde_json::json!({
+            "name": "d", "url": "http://127.0.0.1:9/", "delivery": {"rate_limit": rate}
+        }));
+        assert_eq!(errs.len(), 1, "{rate}: {errs:?}");
+        assert!(errs[0].contains("delivery.rate_limit"), "{errs:?}");
+    }
+    let fine = compile_errors(&serde_json::json!({
+        "name": "d", "url": "http://127.0.0.1:9/",
+        "delivery": {"rate_limit": 0.001, "concurrency": 10000, "max_attempts": 100}
+    }));
+    assert!(fine.is_empty(), "{fine:?}");
+}
+
+#[test]
+fn control_characters_in_prefixes_and_a_colon_in_a_basic_user_are_refused() {
+    let errs = compile_errors(&serde_json::json!({
+        "name": "d", "url": "http://127.0.0.1:9/",
+        "signing": {"kind": "hmac", "secret": "s", "prefix": "sha1=\r\nX-Evil: 1"}
+    }));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0]
+            .starts_with("destination \"d\": signing.prefix: contains a control character (\\r)"),
+        "{errs:?}"
+    );
+    let errs = compile_errors(&serde_json::json!({
+        "name": "d", "url": "http://127.0.0.1:9/",
+        "auth": {"kind": "jwt", "algorithm": "HS256", "key_secret": "k", "prefix": "Bearer\n"}
+    }));
+    assert!(
+        errs.len() == 1 && errs[0].contains("auth.prefix: contains a control character (\\n)"),
+        "{errs:?}"
+    );
+    let errs = compile_errors(&serde_json::json!({
+        "name": "d", "url": "http://127.0.0.1:9/",
+        "auth": {"kind": "basic", "username": "ann:admin", "password_secret": "p"}
+    }));
+    assert!(
+        errs.len() == 1 && errs[0].contains("auth.username: contains \":\""),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn duplicate_names_name_both_positions() {
+    let ws = hookline::store::workspace::parse(
+        r#"{"version": 1, "destinations": [
+            {"name": "a", "url": "http://127.0.0.1:9/"},
+            {"name": "b", "url": "http://127.0.0.1:9/"},
+            {"name": "a", "url": "http://127.0.0.1:9/"}],
+            "event_sets": [{"name": "s"}, {"name": "s"}]}"#,
+        "t.json",
+    )
+    .expect("parses");
+    assert_eq!(
+        ws.duplicate_destination_names(),
+        vec!["destinations[2]: the name \"a\" is already used by destinations[0]"]
+    );
+    assert_eq!(
+        ws.duplicate_event_set_names(),
+        vec!["event_sets[1]: the name \"s\" is already used by event_sets[0]"]
+    );
+}

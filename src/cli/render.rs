@@ -6,7 +6,10 @@ use std::path::PathBuf;
 
 use serde_json::json;
 
-use super::{EXIT_FAILED, Target, destination, load_events, load_workspace};
+use super::{
+    EXIT_FAILED, Target, destination, load_events, load_workspace, terminal_safe,
+    terminal_safe_line, warn,
+};
 use crate::core::export;
 use crate::core::render::{CompiledDestination, RenderCtx};
 use crate::core::secret::Secrets;
@@ -57,12 +60,16 @@ pub fn render(args: &RenderArgs, secrets: Secrets) -> anyhow::Result<u8> {
                 "skipped": report.skipped.iter().map(|(i, why)| json!({"index": i, "reason": why})).collect::<Vec<_>>(),
                 "errors": report.errors.iter().map(|(i, e)| json!({"index": i, "error": e.to_string()})).collect::<Vec<_>>(),
             });
-            serde_json::to_writer_pretty(&mut out, &doc)?;
+            let text = serde_json::to_string_pretty(&doc)?;
+            out.write_all(json_c1_escaped(&text).as_bytes())?;
             writeln!(out)?;
         }
         Format::Curl | Format::Http => {
+            // Bodies are printed as the exact bytes sent, for piping into `sh` or a
+            // socket; on a terminal their control characters are escaped too.
+            let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
             for r in &report.requests {
-                let r = shown(r);
+                let r = for_terminal(shown(r), tty);
                 if args.format == Format::Curl {
                     writeln!(out, "{}", export::to_curl(&r))?;
                 } else {
@@ -70,13 +77,16 @@ pub fn render(args: &RenderArgs, secrets: Secrets) -> anyhow::Result<u8> {
                 }
             }
             for (i, e) in &report.errors {
-                eprintln!("event {i}: {e}");
+                warn(format_args!(
+                    "event {i}: {}",
+                    terminal_safe_line(&e.to_string())
+                ));
             }
         }
     }
     out.flush()?;
     for e in &import_errors {
-        eprintln!("{e}");
+        warn(e);
     }
     Ok(if report.errors.is_empty() && import_errors.is_empty() {
         0
@@ -85,37 +95,66 @@ pub fn render(args: &RenderArgs, secrets: Secrets) -> anyhow::Result<u8> {
     })
 }
 
+/// JSON with DEL and the C1 controls (U+007F–U+009F) written as `\u00XX` too:
+/// `serde_json` escapes only U+0000–U+001F, and a raw U+009B is a CSI to some
+/// terminals. Outside strings JSON text is ASCII, so this only touches strings, and
+/// the document means the same.
+pub fn json_c1_escaped(json: &str) -> std::borrow::Cow<'_, str> {
+    let c1 = |c: char| ('\u{7f}'..='\u{9f}').contains(&c);
+    if !json.contains(c1) {
+        return std::borrow::Cow::Borrowed(json);
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if c1(c) {
+            let _ = std::fmt::Write::write_fmt(&mut out, format_args!("\\u{:04x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// The request's head (URL, header values) with control characters escaped, and its
+/// body too when `body` is set. Rendering refuses controls in header values already;
+/// this keeps the terminal safe whatever a later change lets through.
+fn for_terminal(
+    mut r: crate::core::render::RenderedRequest,
+    body: bool,
+) -> crate::core::render::RenderedRequest {
+    r.url = terminal_safe_line(&r.url).into_owned();
+    for (n, v) in &mut r.headers {
+        *n = terminal_safe_line(n).into_owned();
+        *v = terminal_safe_line(v).into_owned();
+    }
+    if body && let Some(b) = &mut r.body {
+        let text = String::from_utf8_lossy(b);
+        if let std::borrow::Cow::Owned(safe) = terminal_safe(&text) {
+            *b = safe.into_bytes();
+        }
+    }
+    r
+}
+
 pub fn validate(args: &ValidateArgs) -> anyhow::Result<u8> {
     let ws = load_workspace(&args.workspace)?;
-    let mut problems = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    for (i, d) in ws.destinations.iter().enumerate() {
-        if !seen.insert(d.name.as_str()) {
-            problems.push(format!(
-                "destinations[{i}]: the name \"{}\" is used twice",
-                d.name
-            ));
-        }
+    let mut problems = ws.duplicate_destination_names();
+    for d in &ws.destinations {
         if let Err(errs) = CompiledDestination::compile(d) {
             problems.extend(errs.iter().map(ToString::to_string));
         }
     }
-    let mut sets = std::collections::HashSet::new();
-    for (i, s) in ws.event_sets.iter().enumerate() {
-        if !sets.insert(s.name.as_str()) {
-            problems.push(format!(
-                "event_sets[{i}]: the name \"{}\" is used twice",
-                s.name
-            ));
-        }
-    }
+    problems.extend(ws.duplicate_event_set_names());
     if problems.is_empty() {
-        println!(
+        let mut out = std::io::stdout().lock();
+        writeln!(
+            out,
             "{}: ok ({} destinations, {} event sets)",
-            args.workspace.display(),
+            terminal_safe_line(&args.workspace.display().to_string()),
             ws.destinations.len(),
             ws.event_sets.len()
-        );
+        )?;
+        out.flush()?;
         Ok(0)
     } else {
         Err(super::usage(format!(

@@ -25,13 +25,13 @@ pub struct SendArgs {
     #[command(flatten)]
     pub target: Target,
     /// Requests in flight at once (overrides the destination's delivery.concurrency).
-    #[arg(long)]
+    #[arg(long, value_parser = super::parse_concurrency)]
     pub concurrency: Option<usize>,
     /// Requests per second at most (overrides `delivery.rate_limit`).
-    #[arg(long)]
+    #[arg(long, value_parser = super::parse_rate)]
     pub rate: Option<f64>,
     /// Attempts per request, first included (overrides `delivery.max_attempts`).
-    #[arg(long)]
+    #[arg(long, value_parser = super::parse_max_attempts)]
     pub max_attempts: Option<u32>,
     /// Resume an interrupted job: send only the events it has not delivered.
     #[arg(long, value_name = "JOB")]

@@ -22,6 +22,28 @@ pub enum AuthError {
     },
     #[error("auth.key_secret: {0}")]
     Key(String),
+    /// A secret's value that cannot be a header value. Names the secret, never its value.
+    #[error(
+        "{field}: the value of secret \"{name}\" contains a control character (CR, LF or another), so it cannot be sent in the \"{header}\" header"
+    )]
+    NotAHeaderValue {
+        field: &'static str,
+        name: String,
+        header: String,
+    },
+}
+
+/// A secret going into a header as is: no control characters (an environment variable
+/// set from a file often ends in a newline, and CR LF would split the header).
+fn header_safe(field: &'static str, name: &str, header: &str, s: &Secret) -> Result<(), AuthError> {
+    if s.expose().chars().any(char::is_control) {
+        return Err(AuthError::NotAHeaderValue {
+            field,
+            name: name.to_owned(),
+            header: header.to_owned(),
+        });
+    }
+    Ok(())
 }
 
 /// What auth adds to a request.
@@ -66,12 +88,14 @@ pub fn apply(
         }
         Auth::Bearer { token_secret } => {
             let t = get(secrets, "auth.token_secret", token_secret)?;
+            header_safe("auth.token_secret", token_secret, "Authorization", &t)?;
             p.headers
                 .push(("Authorization".into(), format!("Bearer {}", t.expose())));
             p.used.push(t);
         }
         Auth::Header { name, value_secret } => {
             let v = get(secrets, "auth.value_secret", value_secret)?;
+            header_safe("auth.value_secret", value_secret, name, &v)?;
             p.headers.push((name.clone(), v.expose().to_owned()));
             p.used.push(v);
         }
@@ -85,10 +109,9 @@ pub fn apply(
                 p.query.push((q.clone(), v.expose().to_owned()));
             }
             if header.is_some() || query.is_none() {
-                p.headers.push((
-                    header.clone().unwrap_or_else(|| "X-Api-Key".into()),
-                    v.expose().to_owned(),
-                ));
+                let h = header.clone().unwrap_or_else(|| "X-Api-Key".into());
+                header_safe("auth.value_secret", value_secret, &h, &v)?;
+                p.headers.push((h, v.expose().to_owned()));
             }
             p.used.push(v);
         }

@@ -25,7 +25,13 @@ pub fn to_curl(r: &RenderedRequest) -> String {
     ];
     for (n, v) in &r.headers {
         parts.push("-H".into());
-        parts.push(shell_quote(&format!("{n}: {v}")));
+        // `-H 'Name:'` would make curl drop the header; `Name;` is its syntax for
+        // sending it with an empty value.
+        if v.is_empty() {
+            parts.push(shell_quote(&format!("{n};")));
+        } else {
+            parts.push(shell_quote(&format!("{n}: {v}")));
+        }
     }
     match &r.body {
         Some(b) => {
@@ -44,7 +50,8 @@ pub fn to_curl(r: &RenderedRequest) -> String {
     }
 }
 
-/// The request as raw HTTP/1.1 text.
+/// The request as raw HTTP/1.1 text: CRLF after the request line and every header,
+/// a CRLF blank line, then the body.
 pub fn to_http(r: &RenderedRequest) -> String {
     let (host, target) = match url::Url::parse(&r.url) {
         Ok(u) => {
@@ -65,14 +72,16 @@ pub fn to_http(r: &RenderedRequest) -> String {
         r.method.as_str()
     );
     for (n, v) in &r.headers {
-        let _ = write!(s, "{n}: {v}\r\n");
+        if v.is_empty() {
+            let _ = write!(s, "{n}:\r\n");
+        } else {
+            let _ = write!(s, "{n}: {v}\r\n");
+        }
     }
     if let Some(b) = &r.body {
         let _ = write!(
             s,
-            "Content-Length: {}
-
-{}",
+            "Content-Length: {}\r\n\r\n{}",
             b.len(),
             String::from_utf8_lossy(b)
         );

@@ -62,8 +62,9 @@ pub enum ImportFileError {
         path: String,
         source: std::io::Error,
     },
-    #[error("{path}: {size} bytes is more than the {MAX_IMPORT_BYTES}-byte import limit")]
-    TooLarge { path: String, size: u64 },
+    /// `size` is the file's size, or the cap plus one when it was found while reading.
+    #[error("{path}: larger than {} (the import limit)", human_size(*cap))]
+    TooLarge { path: String, size: u64, cap: u64 },
     #[error("{origin}: {message}")]
     Invalid { origin: String, message: String },
 }
@@ -85,24 +86,87 @@ pub fn import_text(bytes: &[u8], origin: &str) -> Result<Imported, ImportFileErr
     import(bytes, origin, true)
 }
 
-/// Read and import a file; errors name the file.
+/// Read and import a file; errors name the file. The size cap applies while reading,
+/// so a device or an endless pipe (`-e /dev/zero`) stops at the cap instead of
+/// filling memory.
 pub fn import_file(path: &Path, as_text: bool) -> Result<Imported, ImportFileError> {
+    import_file_capped(path, as_text, MAX_IMPORT_BYTES)
+}
+
+/// [`import_file`] with a given cap in bytes.
+pub fn import_file_capped(
+    path: &Path,
+    as_text: bool,
+    cap: u64,
+) -> Result<Imported, ImportFileError> {
     let p = path.display().to_string();
-    let meta = std::fs::metadata(path).map_err(|source| ImportFileError::Io {
+    let io = |source| ImportFileError::Io {
         path: p.clone(),
         source,
-    })?;
-    if meta.len() > MAX_IMPORT_BYTES {
+    };
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if meta.is_file() && meta.len() > cap {
         return Err(ImportFileError::TooLarge {
             path: p,
             size: meta.len(),
+            cap,
         });
     }
-    let bytes = std::fs::read(path).map_err(|source| ImportFileError::Io {
-        path: p.clone(),
-        source,
+    let file = std::fs::File::open(path).map_err(io)?;
+    let bytes = read_capped(file, cap).map_err(|e| match e {
+        CappedReadError::Io(source) => ImportFileError::Io {
+            path: p.clone(),
+            source,
+        },
+        CappedReadError::TooLarge => ImportFileError::TooLarge {
+            path: p.clone(),
+            size: cap + 1,
+            cap,
+        },
     })?;
     import(&bytes, &p, as_text)
+}
+
+/// Why [`read_capped`] stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum CappedReadError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("more than the cap")]
+    TooLarge,
+}
+
+/// Read everything, but never more than `cap` bytes: one byte past the cap is an error.
+pub fn read_capped(reader: impl std::io::Read, cap: u64) -> Result<Vec<u8>, CappedReadError> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    reader.take(cap.saturating_add(1)).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > cap {
+        return Err(CappedReadError::TooLarge);
+    }
+    Ok(bytes)
+}
+
+/// The 1-based line and column (in bytes) of byte offset `at`.
+pub fn line_column(bytes: &[u8], at: usize) -> (usize, usize) {
+    let before = &bytes[..at.min(bytes.len())];
+    let mut lines = 0;
+    let mut last = before;
+    for l in before.split(|b| *b == b'\n') {
+        lines += 1;
+        last = l;
+    }
+    (lines, last.len() + 1)
+}
+
+/// A byte count for messages: whole MB when it is one, else bytes.
+pub fn human_size(n: u64) -> String {
+    const MB: u64 = 1024 * 1024;
+    if n >= MB && n.is_multiple_of(MB) {
+        format!("{} MB", n / MB)
+    } else {
+        format!("{n} bytes")
+    }
 }
 
 /// Collects events in the requested representation.
@@ -185,11 +249,68 @@ fn some_line_is_an_object(s: &str) -> bool {
 }
 
 fn import(bytes: &[u8], origin: &str, text: bool) -> Result<Imported, ImportFileError> {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => import_str(s, origin, text),
+        Err(e) => import_broken_utf8(bytes, origin, text, &e),
+    }
+}
+
+/// Input that is not all UTF-8. NDJSON keeps its good lines and reports each bad one
+/// by line and column; anything else (a document, binary data) is one error that says
+/// where the first bad byte is.
+fn import_broken_utf8(
+    bytes: &[u8],
+    origin: &str,
+    text: bool,
+    e: &std::str::Utf8Error,
+) -> Result<Imported, ImportFileError> {
+    let (line, column) = line_column(bytes, e.valid_up_to());
+    let whole = || ImportFileError::Invalid {
+        origin: origin.to_owned(),
+        message: format!("not UTF-8 text (invalid byte at line {line}, column {column})"),
+    };
+    let mut clean = String::with_capacity(bytes.len());
+    let mut bad = Vec::new();
+    for (n, l) in bytes.split(|b| *b == b'\n').enumerate() {
+        if n > 0 {
+            clean.push('\n');
+        }
+        match std::str::from_utf8(l) {
+            Ok(l) => clean.push_str(l),
+            Err(e) => bad.push(ImportError {
+                location: Location::Line(n + 1),
+                message: format!(
+                    "not UTF-8 text (invalid byte at column {})",
+                    e.valid_up_to() + 1
+                ),
+            }),
+        }
+    }
+    match import_str(&clean, origin, text) {
+        Ok(mut imp) if imp.format == Some(Format::Ndjson) && !imp.events.is_empty() => {
+            imp.errors.extend(bad);
+            imp.errors.sort_by_key(|e| match e.location {
+                Location::Line(n) => n,
+                _ => 0,
+            });
+            Ok(imp)
+        }
+        _ => Err(whole()),
+    }
+}
+
+/// The first non-blank line is a JSON value on its own (so the input is NDJSON when
+/// the whole does not parse).
+fn first_line_is_json(s: &str) -> bool {
+    let first = s.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    serde_json::from_str::<IgnoredAny>(first).is_ok()
+}
+
+fn import_str(s: &str, origin: &str, text: bool) -> Result<Imported, ImportFileError> {
     let invalid = |message: String| ImportFileError::Invalid {
         origin: origin.to_owned(),
         message,
     };
-    let s = std::str::from_utf8(bytes).map_err(|e| invalid(format!("not UTF-8 text ({e})")))?;
     let s = s.strip_prefix('\u{feff}').unwrap_or(s);
     let body = s.trim_start();
     if body.is_empty() {
@@ -202,12 +323,20 @@ fn import(bytes: &[u8], origin: &str, text: bool) -> Result<Imported, ImportFile
         errors: Vec::new(),
     };
     let format = if body.starts_with('[') {
-        let items: Vec<&RawValue> =
-            serde_json::from_str(s).map_err(|e| invalid(format!("not valid JSON: {e}")))?;
-        for (i, item) in items.iter().enumerate() {
-            sink.push(item.get(), Location::Item(i));
+        match serde_json::from_str::<Vec<&RawValue>>(s) {
+            Ok(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    sink.push(item.get(), Location::Item(i));
+                }
+                Format::Array
+            }
+            // `[1,2]` then objects: NDJSON whose first line is not an object.
+            Err(_) if first_line_is_json(s) => {
+                ndjson(s, &mut sink);
+                Format::Ndjson
+            }
+            Err(e) => return Err(invalid(format!("not valid JSON: {e}"))),
         }
-        Format::Array
     } else {
         match serde_json::from_str::<&RawValue>(s) {
             Ok(raw) => {
@@ -228,18 +357,10 @@ fn import(bytes: &[u8], origin: &str, text: bool) -> Result<Imported, ImportFile
             Err(whole) => {
                 // NDJSON when the first non-blank line is a JSON value on its own, or
                 // (first line broken) the input is objects and some line is one by itself.
-                let first = s.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
-                if serde_json::from_str::<IgnoredAny>(first).is_err()
-                    && !(body.starts_with('{') && some_line_is_an_object(s))
-                {
+                if !(first_line_is_json(s) || body.starts_with('{') && some_line_is_an_object(s)) {
                     return Err(invalid(format!("not valid JSON: {whole}")));
                 }
-                for (n, line) in s.split('\n').enumerate() {
-                    let line = line.strip_suffix('\r').unwrap_or(line);
-                    if !line.trim().is_empty() {
-                        sink.push(line, Location::Line(n + 1));
-                    }
-                }
+                ndjson(s, &mut sink);
                 Format::Ndjson
             }
         }
@@ -254,6 +375,16 @@ fn import(bytes: &[u8], origin: &str, text: bool) -> Result<Imported, ImportFile
         events,
         errors: sink.errors,
     })
+}
+
+/// One event per non-blank line; a line's number is its 1-based position.
+fn ndjson(s: &str, sink: &mut Sink) {
+    for (n, line) in s.split('\n').enumerate() {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if !line.trim().is_empty() {
+            sink.push(line, Location::Line(n + 1));
+        }
+    }
 }
 
 fn har(entries: &[Value], sink: &mut Sink) {

@@ -458,3 +458,161 @@ impl Default for Delivery {
         }
     }
 }
+
+/// Bounds on delivery settings. Outside them a setting is a configuration error (and
+/// a command-line override a usage error) instead of a panic or a job that never
+/// ends: `1 / rate` must be a representable wait, a semaphore has a maximum size.
+pub mod limits {
+    /// Requests per second, at least: one request every 1 000 s.
+    pub const MIN_RATE_LIMIT: f64 = 0.001;
+    /// Requests per second, at most.
+    pub const MAX_RATE_LIMIT: f64 = 1_000_000.0;
+    pub const MAX_CONCURRENCY: usize = 10_000;
+    pub const MAX_ATTEMPTS: u32 = 100;
+    /// One hour.
+    pub const MAX_TIMEOUT_MS: u64 = 3_600_000;
+    /// One day.
+    pub const MAX_BACKOFF_MS: u64 = 86_400_000;
+    /// One day.
+    pub const MAX_RETRY_AFTER_CAP_S: u64 = 86_400;
+}
+
+/// `--rate`/`delivery.rate_limit`: a positive, finite number in the bounds.
+pub fn check_rate_limit(r: f64) -> Result<(), String> {
+    if r.is_finite() && (limits::MIN_RATE_LIMIT..=limits::MAX_RATE_LIMIT).contains(&r) {
+        Ok(())
+    } else {
+        Err(format!(
+            "must be between {} and {} requests per second, got {r:?}",
+            limits::MIN_RATE_LIMIT,
+            limits::MAX_RATE_LIMIT
+        ))
+    }
+}
+
+pub fn check_concurrency(c: usize) -> Result<(), String> {
+    if (1..=limits::MAX_CONCURRENCY).contains(&c) {
+        Ok(())
+    } else {
+        Err(format!(
+            "must be between 1 and {}, got {c}",
+            limits::MAX_CONCURRENCY
+        ))
+    }
+}
+
+pub fn check_max_attempts(n: u32) -> Result<(), String> {
+    if (1..=limits::MAX_ATTEMPTS).contains(&n) {
+        Ok(())
+    } else {
+        Err(format!(
+            "must be between 1 and {}, got {n}",
+            limits::MAX_ATTEMPTS
+        ))
+    }
+}
+
+impl Delivery {
+    /// Every setting outside its bounds, as (field under `delivery.`, message).
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if let Some(r) = self.rate_limit
+            && let Err(m) = check_rate_limit(r)
+        {
+            out.push(("rate_limit", m));
+        }
+        if let Err(m) = check_concurrency(self.concurrency) {
+            out.push(("concurrency", m));
+        }
+        if let Err(m) = check_max_attempts(self.max_attempts) {
+            out.push(("max_attempts", m));
+        }
+        if !(1..=limits::MAX_TIMEOUT_MS).contains(&self.timeout_ms) {
+            out.push((
+                "timeout_ms",
+                format!(
+                    "must be between 1 and {} (one hour), got {}",
+                    limits::MAX_TIMEOUT_MS,
+                    self.timeout_ms
+                ),
+            ));
+        }
+        if self.backoff_max_ms > limits::MAX_BACKOFF_MS {
+            out.push((
+                "backoff_max_ms",
+                format!(
+                    "must be at most {} (one day), got {}",
+                    limits::MAX_BACKOFF_MS,
+                    self.backoff_max_ms
+                ),
+            ));
+        }
+        if self.backoff_initial_ms > self.backoff_max_ms {
+            out.push((
+                "backoff_initial_ms",
+                format!(
+                    "must be at most backoff_max_ms ({}), got {}",
+                    self.backoff_max_ms, self.backoff_initial_ms
+                ),
+            ));
+        }
+        if self.retry_after_cap_s > limits::MAX_RETRY_AFTER_CAP_S {
+            out.push((
+                "retry_after_cap_s",
+                format!(
+                    "must be at most {} (one day), got {}",
+                    limits::MAX_RETRY_AFTER_CAP_S,
+                    self.retry_after_cap_s
+                ),
+            ));
+        }
+        out
+    }
+}
+
+impl Workspace {
+    /// Destination names used twice, each naming both positions. `render` and `send`
+    /// refuse such a file too, since `--destination NAME` would be ambiguous.
+    pub fn duplicate_destination_names(&self) -> Vec<String> {
+        duplicates(
+            "destinations",
+            self.destinations.iter().map(|d| d.name.as_str()),
+        )
+    }
+
+    /// Event set names used twice, each naming both positions.
+    pub fn duplicate_event_set_names(&self) -> Vec<String> {
+        duplicates(
+            "event_sets",
+            self.event_sets.iter().map(|s| s.name.as_str()),
+        )
+    }
+}
+
+fn duplicates<'a>(kind: &str, names: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut first: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    let mut out = Vec::new();
+    for (i, n) in names.enumerate() {
+        if let Some(j) = first.get(n) {
+            out.push(format!(
+                "{kind}[{i}]: the name \"{}\" is already used by {kind}[{j}]",
+                n.escape_debug()
+            ));
+        } else {
+            first.insert(n, i);
+        }
+    }
+    out
+}
+
+/// A prefix written before a secret-derived header value (`sha256=`, `Bearer `): no
+/// control characters, which would split or corrupt the header.
+pub fn check_prefix(prefix: &str) -> Result<(), String> {
+    match prefix.chars().find(|c| c.is_control()) {
+        Some(c) => Err(format!(
+            "contains a control character ({}); CR, LF and other non-visible characters would corrupt the header",
+            c.escape_debug()
+        )),
+        None => Ok(()),
+    }
+}

@@ -1403,11 +1403,27 @@ fn check_auth_and_signing(dest: &Destination, err: &mut dyn FnMut(&str, String))
             err(field, "is empty".into());
         }
     };
+    for (field, m) in dest.delivery.problems() {
+        err(&format!("delivery.{field}"), m);
+    }
     match &dest.auth {
         Auth::None => {}
         Auth::Basic {
-            password_secret, ..
-        } => nonempty("auth.password_secret", password_secret, err),
+            username,
+            password_secret,
+        } => {
+            // RFC 7617: the user-id cannot contain a colon (the first one splits it off).
+            if username.contains(':') {
+                err(
+                    "auth.username",
+                    "contains \":\", which Basic auth cannot carry (the first colon ends the user name)".into(),
+                );
+            }
+            if let Err(m) = super::model::check_prefix(username) {
+                err("auth.username", m);
+            }
+            nonempty("auth.password_secret", password_secret, err);
+        }
         Auth::Bearer { token_secret } => nonempty("auth.token_secret", token_secret, err),
         Auth::Header { name, value_secret } => {
             if !is_token(name) {
@@ -1429,9 +1445,15 @@ fn check_auth_and_signing(dest: &Destination, err: &mut dyn FnMut(&str, String))
             nonempty("auth.value_secret", value_secret, err);
         }
         Auth::Jwt {
-            key_secret, header, ..
+            key_secret,
+            header,
+            prefix,
+            ..
         } => {
             nonempty("auth.key_secret", key_secret, err);
+            if let Err(m) = super::model::check_prefix(prefix) {
+                err("auth.prefix", m);
+            }
             if !is_token(header) {
                 err(
                     "auth.header",
@@ -1470,7 +1492,15 @@ fn check_auth_and_signing(dest: &Destination, err: &mut dyn FnMut(&str, String))
     }
     match &dest.signing {
         Signing::None => {}
-        Signing::Hmac { header, secret, .. } => {
+        Signing::Hmac {
+            header,
+            secret,
+            prefix,
+            ..
+        } => {
+            if let Err(m) = super::model::check_prefix(prefix) {
+                err("signing.prefix", m);
+            }
             if !is_token(header) {
                 err(
                     "signing.header",

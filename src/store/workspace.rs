@@ -33,20 +33,49 @@ pub enum WorkspaceError {
     },
     #[error("{origin}: {message}")]
     Version { origin: String, message: String },
+    #[error(
+        "{path}: larger than {} (the workspace file limit)",
+        crate::core::import::human_size(MAX_WORKSPACE_BYTES)
+    )]
+    TooLarge { path: String },
 }
 
-/// Load a workspace file.
+/// Workspace files larger than this are refused (a workspace is hand-written
+/// configuration; this stops `-w /dev/zero` from reading forever).
+pub const MAX_WORKSPACE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Load a workspace file. A UTF-8 byte order mark is ignored; bytes that are not
+/// UTF-8 are an error naming their line and column.
 pub fn load(path: &Path) -> Result<Workspace, WorkspaceError> {
     let p = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| WorkspaceError::Io {
+    let io = |source| WorkspaceError::Io {
         path: p.clone(),
         source,
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let bytes = match crate::core::import::read_capped(file, MAX_WORKSPACE_BYTES) {
+        Ok(b) => b,
+        Err(crate::core::import::CappedReadError::Io(e)) => return Err(io(e)),
+        Err(crate::core::import::CappedReadError::TooLarge) => {
+            return Err(WorkspaceError::TooLarge { path: p.clone() });
+        }
+    };
+    let text = std::str::from_utf8(&bytes).map_err(|e| {
+        let (line, column) = crate::core::import::line_column(&bytes, e.valid_up_to());
+        WorkspaceError::Syntax {
+            origin: p.clone(),
+            line,
+            column,
+            message: "not UTF-8 text".into(),
+        }
     })?;
-    parse(&text, &p)
+    parse(text, &p)
 }
 
 /// Parse workspace text; `origin` names it in errors.
 pub fn parse(text: &str, origin: &str) -> Result<Workspace, WorkspaceError> {
+    // Editors on Windows like to start files with a byte order mark; JSON has none.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let value: Value = serde_json::from_str(text).map_err(|e| WorkspaceError::Syntax {
         origin: origin.to_owned(),
         line: e.line(),
@@ -57,6 +86,18 @@ pub fn parse(text: &str, origin: &str) -> Result<Workspace, WorkspaceError> {
         origin: origin.to_owned(),
         message,
     };
+    if !value.is_object() {
+        return Err(version_err(format!(
+            "a workspace is a JSON object ({{\"version\": 1, \"destinations\": […]}}), not {}",
+            match value {
+                Value::Array(_) => "an array",
+                Value::String(_) => "a string",
+                Value::Number(_) => "a number",
+                Value::Bool(_) => "a boolean",
+                _ => "null",
+            }
+        )));
+    }
     let version = match value.get("version") {
         None => {
             return Err(version_err(

@@ -1097,3 +1097,42 @@ fn accept_errors_under_a_low_descriptor_limit_back_off_instead_of_spinning() {
         drop(half_open);
     });
 }
+
+#[test]
+fn the_cli_stops_with_an_error_naming_the_file_when_out_cannot_be_written() {
+    let (mut guard, url) = spawn_cli(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--no-history",
+            "--out",
+            "/dev/full",
+        ],
+        Stdio::piped(),
+    );
+    let rt = tokio::runtime::Runtime::new().expect("rt");
+    let _ = rt.block_on(async {
+        client()
+            .post(format!("{url}/collect/x/y"))
+            .body("{}")
+            .send()
+            .await
+    });
+    let child = guard.0.as_mut().expect("child");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "kept running with a failing --out"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(1));
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err)
+        .expect("stderr");
+    assert!(err.contains("/dev/full: cannot write"), "{err:?}");
+}

@@ -18,7 +18,7 @@ use hookline::core::model::{Batching, Destination, Signing};
 use hookline::core::secret::Secrets;
 use hookline::core::sign;
 use hookline::runtime::Command;
-use hookline::runtime::delivery::OutcomeKind;
+use hookline::runtime::delivery::{JobFingerprint, OutcomeKind};
 use serde_json::{Value, json};
 
 const WH: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -400,7 +400,8 @@ fn pause_holds_requests_and_cancel_stops_the_job() {
         events: Arc::new(events(200).into()),
         only: None,
         source: "t".into(),
-        resume: false
+        resume: false,
+        fingerprint: JobFingerprint::default(),
     }));
     std::thread::sleep(Duration::from_millis(300));
     assert!(rt.send(Command::Pause { job: "j".into() }));

@@ -154,9 +154,95 @@ fn no_dbus_child() {
         matches!(e, hookline::core::secret::SecretError::NoKeyring(_)),
         "{e:?}"
     );
-    let (secrets, why) = hookline::store::keyring::default_secrets();
-    assert!(why.is_some_and(|w| w.starts_with("no keyring available")));
-    assert!(secrets.get("nothing-here").is_err(), "env only, and unset");
+    let (secrets, _) = hookline::store::keyring::default_secrets();
+    let e = secrets
+        .get("nothing-here")
+        .expect_err("env only, and unset");
+    assert!(e.to_string().starts_with("no keyring available"), "{e}");
+}
+
+/// A session bus that accepts connections and never answers.
+fn silent_bus() -> (tempfile::TempDir, std::thread::JoinHandle<()>, String) {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("bus");
+    let listener = std::os::unix::net::UnixListener::bind(&path).expect("bind");
+    let h = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        // Accept a bounded number of connections and keep them open, silent.
+        for c in listener.incoming().take(16) {
+            match c {
+                Ok(c) => held.push(c),
+                Err(_) => break,
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_secs(30));
+    });
+    (dir, h, format!("unix:path={}", path.display()))
+}
+
+#[test]
+fn a_silent_session_bus_never_hangs_render_and_a_missing_secret_times_out_clearly() {
+    let (_dir, _h, bus) = silent_bus();
+    let ws = format!(
+        "{}/assets/sample-workspace.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let ev = format!("{}/assets/sample-events.ndjson", env!("CARGO_MANIFEST_DIR"));
+    let run = |envs: &[(&str, &str)]| {
+        let started = std::time::Instant::now();
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_hookline"));
+        cmd.args([
+            "render",
+            "--workspace",
+            &ws,
+            "--destination",
+            "orders",
+            "--events",
+            &ev,
+        ])
+        .env("DBUS_SESSION_BUS_ADDRESS", &bus)
+        .env("HOOKLINE_KEYRING_TIMEOUT_MS", "1500")
+        .env_remove("HOOKLINE_SECRET_ORDERS_PASSWORD")
+        .env_remove("HOOKLINE_SECRET_ORDERS_SIGNING")
+        .envs(envs.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn");
+        let deadline = started + std::time::Duration::from_secs(20);
+        loop {
+            if child.try_wait().expect("wait").is_some() {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("hookline render hung on a silent session bus");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().expect("output");
+        (out, started.elapsed())
+    };
+    // Every secret in the environment: the keyring is never opened.
+    let (out, took) = run(&[
+        ("HOOKLINE_SECRET_ORDERS_PASSWORD", "pw"),
+        ("HOOKLINE_SECRET_ORDERS_SIGNING", "sig"),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        took < std::time::Duration::from_millis(1500),
+        "waited on the bus: {took:?}"
+    );
+    // A secret only the keyring could have: a clear error after the timeout.
+    let (out, _) = run(&[]);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("did not answer within 1500 ms"), "{text}");
 }
 
 #[test]

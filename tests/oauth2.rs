@@ -498,3 +498,111 @@ fn concurrent_401s_share_one_new_token() {
         "one token, then one refresh shared by all eight"
     );
 }
+
+#[test]
+fn a_rejected_client_is_final_the_job_stops_asking_and_names_the_endpoint() {
+    let (srv, st) = auth_server();
+    let api = common::serve(Router::new().route("/hook", any(|| async { "ok" })));
+    let mut d = common::fast(Destination::new("api", api.url("/hook")));
+    d.auth = cc(&srv, ClientAuth::ClientSecretBasic);
+    d.delivery.max_attempts = 3;
+    let events: Vec<_> = (0..200).map(|i| json!({"type": "track", "i": i})).collect();
+    let run = common::run_job(
+        d,
+        events,
+        Secrets::memory(&[("cs", "wrong-secret-value")]),
+        Duration::from_secs(30),
+    );
+    assert_eq!(run.outcomes.len(), 200);
+    assert!(
+        run.outcomes
+            .iter()
+            .all(|o| o.outcome == OutcomeKind::Failed && o.attempts == 1),
+        "{:?}",
+        run.outcomes.first()
+    );
+    let e = run.outcomes[0].error.clone().unwrap_or_default();
+    assert!(
+        e.contains(&srv.url("/token")) && e.contains("invalid_client"),
+        "{e}"
+    );
+    assert!(!e.contains("wrong-secret-value"), "{e}");
+    assert_eq!(st.token_requests.load(Ordering::SeqCst), 1, "asked once");
+}
+
+#[tokio::test]
+async fn an_endpoint_that_echoes_the_credentials_never_puts_them_in_a_message() {
+    let srv = common::serve(Router::new().route(
+        "/token",
+        post(|body: String| async move {
+            let form = parse(&body);
+            (
+                StatusCode::BAD_REQUEST,
+                J(json!({
+                    "error": format!("invalid_request {body}"),
+                    "error_description": format!("you sent {} and {}", form.get("client_secret").cloned().unwrap_or_default(), body),
+                })),
+            )
+        }),
+    ));
+    let e = TokenCache::default()
+        .access_token(
+            "d",
+            &cc(&srv, ClientAuth::ClientSecretPost),
+            &client(),
+            &secrets(),
+        )
+        .await
+        .expect_err("rejected")
+        .to_string();
+    let encoded: String = form_urlencoded::byte_serialize(CLIENT_SECRET.as_bytes()).collect();
+    assert!(!e.contains(CLIENT_SECRET) && !e.contains(&encoded), "{e}");
+    assert!(e.contains("***"), "{e}");
+}
+
+#[tokio::test]
+async fn an_absurd_expires_in_is_capped_not_a_panic() {
+    let (srv, st) = auth_server();
+    *st.expires_in.lock().expect("lock") = Some(u64::MAX);
+    let cache = TokenCache::default();
+    let auth = cc(&srv, ClientAuth::ClientSecretBasic);
+    for _ in 0..2 {
+        cache
+            .access_token("d", &auth, &client(), &secrets())
+            .await
+            .expect("token");
+    }
+    assert_eq!(st.token_requests.load(Ordering::SeqCst), 1, "cached");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorize_without_a_keyring_says_so_before_opening_the_browser() {
+    let (srv, st) = auth_server();
+    // Only the environment: nowhere to keep a refresh token.
+    let env_only = Secrets::new(Arc::new(hookline::core::secret::EnvSecrets));
+    let opened = Arc::new(AtomicUsize::new(0));
+    let o = opened.clone();
+    let e = authorize(
+        "d",
+        &code_auth(&srv, "x"),
+        &client(),
+        &env_only,
+        &TokenCache::default(),
+        move |_| {
+            o.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        },
+        Duration::from_secs(5),
+    )
+    .await
+    .expect_err("no keyring");
+    let msg = e.to_string();
+    assert!(msg.starts_with("no keyring available"), "{msg}");
+    assert_eq!(msg.matches("no keyring available").count(), 1, "{msg}");
+    assert_eq!(
+        opened.load(Ordering::SeqCst),
+        0,
+        "the browser was not opened"
+    );
+    assert_eq!(st.token_requests.load(Ordering::SeqCst), 0);
+}

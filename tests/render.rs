@@ -192,7 +192,7 @@ fn url_without_a_scheme_is_an_error_naming_the_destination() {
         errs[0]
     );
     // Rendered from a template: caught per event.
-    let d = Destination::new("orders", "{{ event.event }}/x");
+    let d = Destination::new("orders", "{{ \"example.com\" }}/x");
     let e = render_request(&d, &fixture("track.json"), &ctx()).expect_err("no scheme after render");
     assert!(
         e.to_string().contains("orders")

@@ -39,11 +39,9 @@ pub struct ValidateArgs {
 pub fn render(args: &RenderArgs, secrets: Secrets) -> anyhow::Result<u8> {
     let ws = load_workspace(&args.target.workspace)?;
     let (_, compiled) = destination(&ws, &args.target.workspace, &args.target.destination)?;
-    let (events, import_errors) = load_events(&args.target.events, false)?;
-    let crate::core::events::EventList::Values(events) = events else {
-        unreachable!("parsed import")
-    };
-    let report = compiled.render_all(&events, &RenderCtx::new(secrets));
+    // Events as `send` holds them (canonical text), through the same entry point.
+    let (events, import_errors) = load_events(&args.target.events, true)?;
+    let report = compiled.render_list(&events, &RenderCtx::new(secrets));
     let shown = |r: &crate::core::render::RenderedRequest| {
         if args.reveal_secrets {
             r.clone()

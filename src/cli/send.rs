@@ -2,17 +2,23 @@
 //! runtime, one NDJSON line per request, a summary line last; `--resume JOB` sends
 //! only what an interrupted job had not delivered, as its history records.
 
-use std::io::Write as _;
-use std::path::PathBuf;
+use std::io::{Read as _, Write as _};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
 use super::{EXIT_FAILED, Target, destination, load_events, load_workspace, open_history, usage};
+use crate::core::events::EventList;
+use crate::core::import::MAX_IMPORT_BYTES;
 use crate::core::secret::Secrets;
-use crate::runtime::delivery::{JobLog, NoLog, OutcomeKind, TokenProvider};
+use crate::runtime::delivery::{
+    JobFingerprint, JobLog, NoLog, OutcomeKind, TokenProvider, destination_digest,
+};
 use crate::runtime::{Command, Runtime, RuntimeConfig, Update};
+use crate::store::history::History;
 
 #[derive(Debug, clap::Args)]
 pub struct SendArgs {
@@ -36,6 +42,117 @@ pub struct SendArgs {
     /// Record nothing (a job sent this way cannot be resumed).
     #[arg(long, conflicts_with = "resume")]
     pub no_history: bool,
+    /// With --resume: resume even if the events file or the destination's settings
+    /// differ from the job's, or the job looks alive in another process.
+    #[arg(long, requires = "resume")]
+    pub force: bool,
+}
+
+/// SHA-256 (hex) of the events file, read in 64 KiB chunks on its own thread while
+/// the import reads the file (it overlaps the import and holds no copy of the file).
+/// `None` for what cannot be read twice or is not a regular file (a pipe,
+/// `<(…)`, a device): such a job's resume cannot check its events. Stops early
+/// when `stop` is set (the import failed).
+fn file_sha256(path: &Path, stop: &AtomicBool) -> Option<String> {
+    use sha2::Digest as _;
+    let file = std::fs::File::open(path).ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut reader = file.take(MAX_IMPORT_BYTES + 1);
+    let mut hash = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return None;
+        }
+        match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => hash.update(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    Some(hex::encode(hash.finalize()))
+}
+
+/// What `--resume JOB` sends: the job's undelivered events, once the job is shown to
+/// be the same (destination, events, settings) and not running elsewhere.
+fn resume_plan(
+    h: &History,
+    job: &str,
+    args: &SendArgs,
+    dest: &crate::core::model::Destination,
+    events: &EventList,
+    fingerprint: &JobFingerprint,
+) -> anyhow::Result<Vec<usize>> {
+    // A damaged database is a bad input (exit 2), like a bad events file.
+    let info = h
+        .job(job)
+        .map_err(|e| usage(e.to_string()))?
+        .ok_or_else(|| usage(format!("no job \"{job}\" in {}", h.path().display())))?;
+    let file = args.target.events.display();
+    if info.destination != dest.name {
+        return Err(usage(format!(
+            "job {job} was sent through destination \"{}\", not \"{}\"",
+            info.destination, dest.name
+        )));
+    }
+    // Checked before anything is sized by the recorded count.
+    if info.total_events != events.len() {
+        return Err(usage(format!(
+            "job {job} had {} events but {file} has {}: resume with the same events file",
+            info.total_events,
+            events.len()
+        )));
+    }
+    let force = " (--force resumes anyway)";
+    match (&info.events_sha256, &fingerprint.events_sha256) {
+        (Some(was), Some(now)) if was != now && !args.force => {
+            return Err(usage(format!(
+                "job {job} was sent from other events: {file} has the same number of events but different content (SHA-256 {} now, {} then){force}",
+                &now[..12.min(now.len())],
+                &was[..12.min(was.len())]
+            )));
+        }
+        _ => {}
+    }
+    match (&info.destination_sha256, &fingerprint.destination_sha256) {
+        (Some(was), Some(now)) if was != now && !args.force => {
+            return Err(usage(format!(
+                "destination \"{}\" has changed since job {job} was sent (its URL, headers, auth, signing, body, mapping or batching; delivery settings may change): a resume would send different requests{force}",
+                dest.name
+            )));
+        }
+        _ => {}
+    }
+    if info.destination_sha256.is_none() {
+        eprintln!(
+            "hookline: job {job} has no fingerprint (recorded by an older Hookline): cannot check that {file} and destination \"{}\" are unchanged",
+            dest.name
+        );
+    } else if info.events_sha256.is_none() || fingerprint.events_sha256.is_none() {
+        eprintln!(
+            "hookline: cannot check that {file} holds the same events as job {job} (only a regular file is fingerprinted); its number of events matches"
+        );
+    }
+    if info.state == "running" && !info.interrupted && !args.force {
+        return Err(usage(format!(
+            "job {job} is running in another process (pid {}, alive at {}): wait for it, or stop it first{force}",
+            info.pid
+                .map_or_else(|| "unknown".to_owned(), |p| p.to_string()),
+            info.heartbeat_at.as_deref().unwrap_or("?")
+        )));
+    }
+    if info.state == "done" {
+        eprintln!("hookline: job {job} is already done; resending its undelivered events, if any");
+    }
+    Ok(h.undelivered_ranges(job)
+        .map_err(|e| usage(e.to_string()))?
+        .into_iter()
+        .flat_map(|(a, b)| a..=b)
+        .filter(|i| *i < events.len())
+        .collect())
 }
 
 pub fn send(
@@ -66,36 +183,31 @@ pub fn send(
         }
         dest.delivery.max_attempts = m;
     }
-    let (events, import_errors) = load_events(&args.target.events, true)?;
+    let stop = AtomicBool::new(false);
+    let (loaded, events_sha256) = std::thread::scope(|s| {
+        let hash = s.spawn(|| file_sha256(&args.target.events, &stop));
+        let loaded = load_events(&args.target.events, true);
+        stop.store(loaded.is_err(), Ordering::Relaxed);
+        (loaded, hash.join().ok().flatten())
+    });
+    let (events, import_errors) = loaded?;
     for e in &import_errors {
         eprintln!("{e}");
     }
+    let fingerprint = JobFingerprint {
+        events_sha256,
+        destination_sha256: Some(destination_digest(&dest)),
+    };
     let (job, only, resume) = match &args.resume {
         Some(job) => {
             let h = history
                 .as_ref()
                 .ok_or_else(|| usage("--resume needs the history (drop --no-history)"))?;
-            let info = h
-                .job(job)?
-                .ok_or_else(|| usage(format!("no job \"{job}\" in {}", h.path().display())))?;
-            let (d, total) = (info.destination, info.total_events);
-            let left = h.undelivered(job)?;
-            if d != dest.name {
-                return Err(usage(format!(
-                    "job {job} was sent through destination \"{d}\", not \"{}\"",
-                    dest.name
-                )));
-            }
-            if total != events.len() {
-                return Err(usage(format!(
-                    "job {job} had {total} events but {} has {}: resume with the same events file",
-                    args.target.events.display(),
-                    events.len()
-                )));
-            }
+            let left = resume_plan(h, job, args, &dest, &events, &fingerprint)?;
             eprintln!(
-                "hookline: resuming job {job}: {} of {total} events not yet delivered",
-                left.len()
+                "hookline: resuming job {job}: {} of {} events not yet delivered",
+                left.len(),
+                events.len()
             );
             (job.clone(), Some(left), true)
         }
@@ -119,16 +231,28 @@ pub fn send(
         only,
         source,
         resume,
+        fingerprint,
     });
 
     let started = Instant::now();
     let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     let mut last_flush = Instant::now();
     let (mut requests, mut delivered, mut failed) = (0u64, 0u64, 0u64);
+    let mut job_failed = false;
     let skipped = loop {
-        let Ok(u) = updates.recv_timeout(Duration::from_millis(100)) else {
-            out.flush()?;
-            continue;
+        let u = match updates.recv_timeout(Duration::from_millis(100)) {
+            Ok(u) => u,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                out.flush()?;
+                continue;
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                eprintln!(
+                    "hookline: job {job}: the runtime stopped before the job ended; --resume {job} sends what is not recorded as delivered"
+                );
+                job_failed = true;
+                break 0;
+            }
         };
         match u {
             Update::Outcome { outcome: o, .. } => {
@@ -148,9 +272,15 @@ pub fn send(
                 serde_json::to_writer(&mut out, &line)?;
                 out.write_all(b"\n")?;
             }
-            Update::JobFinished { result, .. } => {
-                break result.map_err(usage)?.skipped;
-            }
+            Update::JobFinished { result, .. } => match result {
+                Ok(stats) => break stats.skipped,
+                Err(e) => {
+                    // The history failed or the job died: say so, and never exit 0.
+                    eprintln!("hookline: {e}");
+                    job_failed = true;
+                    break 0;
+                }
+            },
             Update::Error { message } => eprintln!("hookline: {message}"),
             _ => {}
         }
@@ -160,16 +290,27 @@ pub fn send(
         }
     };
     drop(rt);
-    if let Some(h) = &history
-        && let Err(e) = h.writer().flush()
-    {
-        eprintln!("hookline: {e}");
+    let mut summary = json!({"job": job, "requests": requests, "delivered": delivered, "failed": failed, "skipped": skipped, "elapsed_ms": started.elapsed().as_millis() as u64});
+    if let Some(h) = &history {
+        // A write error the job already reported is not repeated.
+        if let Err(e) = h.writer().flush()
+            && !job_failed
+        {
+            eprintln!("hookline: {e}");
+            job_failed = true;
+        }
+        // The whole job's standing (this run and the ones before it), each event once.
+        match h.job_counts(&job) {
+            Ok(c) => {
+                summary["job_events"] = json!({"total": c.total, "delivered": c.delivered, "failed": c.failed, "skipped": c.skipped, "pending": c.pending});
+            }
+            Err(e) => eprintln!("hookline: {e}"),
+        }
     }
-    let summary = json!({"summary": {"job": job, "requests": requests, "delivered": delivered, "failed": failed, "skipped": skipped, "elapsed_ms": started.elapsed().as_millis() as u64}});
-    serde_json::to_writer(&mut out, &summary)?;
+    serde_json::to_writer(&mut out, &json!({ "summary": summary }))?;
     out.write_all(b"\n")?;
     out.flush()?;
-    Ok(if failed == 0 && import_errors.is_empty() {
+    Ok(if failed == 0 && import_errors.is_empty() && !job_failed {
         0
     } else {
         EXIT_FAILED

@@ -120,6 +120,7 @@ impl CompiledEnvelope {
         events: &[PreparedEvent],
         templates: &Templates,
         ctx: &RenderCtx,
+        used: &mut Vec<crate::core::secret::Secret>,
     ) -> Result<Vec<u8>, String> {
         fn body(p: &PreparedEvent) -> &[u8] {
             match &p.body {
@@ -181,10 +182,16 @@ impl CompiledEnvelope {
                         ("count", minijinja::Value::from(events.len())),
                     ],
                 );
-                out = templates
-                    .render(t, &c)
-                    .map_err(|e| e.to_string())?
-                    .into_bytes();
+                let rendered = templates.render(t, &c);
+                used.extend(
+                    scope
+                        .used
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .iter()
+                        .cloned(),
+                );
+                out = rendered.map_err(|e| e.to_string())?.into_bytes();
             }
         }
         Ok(out)

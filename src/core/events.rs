@@ -68,6 +68,58 @@ impl From<Vec<Value>> for EventList {
     }
 }
 
+/// The canonical text of one JSON value: the input with every whitespace outside
+/// strings removed, and nothing else changed — numbers keep their digits
+/// (`123456789012345678901234567890` stays as written), strings their escapes. `json`
+/// must already be valid JSON (the importer checks it first).
+pub fn canonical(json: &str) -> Box<str> {
+    let json = json.trim();
+    let b = json.as_bytes();
+    if !b.iter().any(|c| matches!(c, b' ' | b'\n' | b'\r' | b'\t')) {
+        return json.into();
+    }
+    let mut out = Vec::with_capacity(b.len());
+    let mut in_string = false;
+    let mut escaped = false;
+    for &c in b {
+        if in_string {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == b'\\' {
+                escaped = true;
+            } else if c == b'"' {
+                in_string = false;
+            }
+        } else if c == b'"' {
+            in_string = true;
+            out.push(c);
+        } else if !matches!(c, b' ' | b'\n' | b'\r' | b'\t') {
+            out.push(c);
+        }
+    }
+    // Only ASCII whitespace outside strings was removed, so this stays UTF-8.
+    String::from_utf8(out)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+        .into_boxed_str()
+}
+
+#[cfg(test)]
+mod canonical_tests {
+    use super::canonical;
+
+    #[test]
+    fn canonical_text_drops_whitespace_outside_strings_only() {
+        assert_eq!(
+            &*canonical(
+                "{ \"a b\": [1, 2.50,\n 123456789012345678901234567890 ],\t\"c\": \"x \\\" y\\u00e9\" }"
+            ),
+            "{\"a b\":[1,2.50,123456789012345678901234567890],\"c\":\"x \\\" y\\u00e9\"}"
+        );
+        assert_eq!(&*canonical("{\"a\":1}"), "{\"a\":1}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -139,14 +139,10 @@ impl Sink {
         }
         if self.text {
             // Validate without building a value; keep compact text only when it is compact already.
+            // Validate without building a value, then keep the canonical text: the
+            // same bytes whatever the input's spacing, numbers as written.
             match serde_json::from_str::<IgnoredAny>(json) {
-                Ok(_) if !json.contains('\n') && json.len() == json.trim().len() => {
-                    self.texts.push(json.into());
-                }
-                Ok(_) => match serde_json::from_str::<Value>(json) {
-                    Ok(v) => self.texts.push(v.to_string().into_boxed_str()),
-                    Err(e) => self.errors.push(json_error(&e, at)),
-                },
+                Ok(_) => self.texts.push(super::events::canonical(json)),
                 Err(e) => self.errors.push(json_error(&e, at)),
             }
         } else {

@@ -129,7 +129,18 @@ fn check_date_format(fmt: &str) -> Result<(), String> {
     if StrftimeItems::new(fmt).any(|i| matches!(i, Item::Error)) {
         return Err(format!("date: \"{fmt}\" is not a valid strftime format"));
     }
-    Ok(())
+    // Some specifiers parse but cannot be displayed (`%#z` is for parsing only):
+    // chrono then fails inside `Display`, which `to_string` turns into a panic.
+    write_date(&DateTime::<Utc>::UNIX_EPOCH, fmt)
+        .map(|_| ())
+        .map_err(|()| format!("date: \"{fmt}\" cannot be used to format a date"))
+}
+
+fn write_date(dt: &DateTime<Utc>, fmt: &str) -> Result<String, ()> {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    write!(out, "{}", dt.format(fmt)).map_err(|_| ())?;
+    Ok(out)
 }
 
 /// Parse a date (RFC 3339, ISO date/datetime, JavaScript `Date.toString()`, or epoch
@@ -137,7 +148,7 @@ fn check_date_format(fmt: &str) -> Result<(), String> {
 pub fn format_date(v: &Value, fmt: &str) -> Result<String, String> {
     check_date_format(fmt)?;
     let dt = parse_date(v).ok_or_else(|| format!("date: cannot read {v} as a date"))?;
-    Ok(dt.format(fmt).to_string())
+    write_date(&dt, fmt).map_err(|()| format!("date: \"{fmt}\" cannot be used to format a date"))
 }
 
 fn parse_date(v: &Value) -> Option<DateTime<Utc>> {

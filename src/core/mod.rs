@@ -8,6 +8,7 @@ pub mod export;
 pub mod import;
 pub mod mapping;
 pub mod model;
+pub mod redact;
 pub mod render;
 pub mod secret;
 pub mod sign;

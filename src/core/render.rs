@@ -12,18 +12,21 @@ use sha2::Digest as _;
 
 use super::auth::{self, AuthError};
 use super::batch::{self, Batch};
+use super::events::EventList;
 use super::mapping::{self, CompiledRow, MappingError};
 use super::model::{
     Auth, Body, Destination, EVENT_TYPES, Envelope, MAX_BATCH_EVENTS, Method, Signing,
 };
+use super::redact;
 use super::secret::{Secret, Secrets};
 use super::sign;
 use super::template::{self, SecretScope, TemplateError, Templates, Tpl};
+use indexmap::IndexMap;
 
 /// The `User-Agent` Hookline sends unless a destination overrides it.
 pub const USER_AGENT: &str = concat!("hookline/", env!("CARGO_PKG_VERSION"));
 /// What previews print in place of a secret.
-pub const REDACTED: &str = "***";
+pub const REDACTED: &str = redact::REDACTED;
 
 /// A destination setting that cannot work, found when compiling it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -59,8 +62,8 @@ impl RenderCtx {
     }
 }
 
-/// The request exactly as it goes on the wire.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The request exactly as it goes on the wire. `Debug` shows the redacted view.
+#[derive(Clone, PartialEq, Eq)]
 pub struct RenderedRequest {
     pub method: Method,
     pub url: String,
@@ -76,48 +79,114 @@ pub struct RenderedRequest {
     base_url: String,
     base_headers: Vec<(String, String)>,
     jwt_claims: Option<Map<String, Value>>,
-    /// Secret values that landed anywhere in the request.
-    secret_values: Vec<String>,
+    /// Secret values used anywhere in the request (for scrubbing echoed responses).
+    secret_values: Vec<Secret>,
     /// Names of headers derived from secrets (auth, signature).
     sensitive_headers: Vec<String>,
+    /// Query parameters auth adds whose value is a secret (an API key).
+    auth_query: Vec<String>,
+    /// Before auth: URL, headers and body with every secret-derived span hidden, when
+    /// a template used a secret (see [`redact`]).
+    shown: Option<Box<Shown>>,
+}
+
+/// The redacted view of a request's templated parts, before auth and signing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Shown {
+    url: String,
+    headers: Vec<(String, String)>,
+    body: Option<Vec<u8>>,
+}
+
+impl Shown {
+    fn new(real: &RenderedRequest, alts: &[Option<RenderedRequest>; 2]) -> Self {
+        let url_alts: Vec<Option<&str>> = alts
+            .iter()
+            .map(|a| a.as_ref().map(|a| a.base_url.as_str()))
+            .collect();
+        let headers = real
+            .base_headers
+            .iter()
+            .enumerate()
+            .map(|(i, (n, v))| {
+                let hv: Vec<Option<&str>> = alts
+                    .iter()
+                    .map(|a| {
+                        a.as_ref()
+                            .and_then(|a| a.base_headers.get(i))
+                            .filter(|(an, _)| an == n)
+                            .map(|(_, av)| av.as_str())
+                    })
+                    .collect();
+                (n.clone(), redact::by_position(v, &hv))
+            })
+            .collect();
+        let body = real.body.as_ref().map(|b| {
+            let ba: Vec<Option<&[u8]>> = alts
+                .iter()
+                .map(|a| a.as_ref().map(|a| a.body.as_deref().unwrap_or(b"")))
+                .collect();
+            redact::bytes_by_position(b, &ba)
+        });
+        Self {
+            url: redact::by_position(&real.base_url, &url_alts),
+            headers,
+            body,
+        }
+    }
+}
+
+impl std::fmt::Debug for RenderedRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let r = self.redacted();
+        f.debug_struct("RenderedRequest")
+            .field("method", &r.method)
+            .field("url", &r.url)
+            .field("headers", &r.headers)
+            .field("body", &r.body.as_deref().map(String::from_utf8_lossy))
+            .field("events", &r.events)
+            .field("idempotency_key", &r.idempotency_key)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RenderedRequest {
-    /// A copy safe to show or store: every secret value, and every header derived from one, replaced.
+    /// A copy safe to show or store: every span derived from a secret, and every
+    /// header derived from one, replaced by `***` — by position, so text that merely
+    /// equals a short secret stays visible.
     #[must_use]
     pub fn redacted(&self) -> Self {
         let mut r = self.clone();
         r.url = self.redacted_url();
         r.headers = self.redacted_headers();
-        if let Some(b) = &r.body
-            && let Ok(text) = std::str::from_utf8(b)
-            && self
-                .secret_values
-                .iter()
-                .any(|v| !v.is_empty() && text.contains(v.as_str()))
-        {
-            r.body = Some(self.hide(text).into_bytes());
+        if let Some(shown) = &self.shown {
+            r.body.clone_from(&shown.body);
         }
         r.base_url.clear();
         r.base_headers.clear();
         r.jwt_claims = None;
         r.secret_values.clear();
+        r.shown = None;
         r
     }
 
-    fn hide(&self, s: &str) -> String {
-        let mut out = s.to_owned();
-        for v in &self.secret_values {
-            if !v.is_empty() {
-                out = out.replace(v.as_str(), REDACTED);
-            }
-        }
-        out
-    }
-
-    /// The URL with secret values replaced (an API key in the query, say).
+    /// The URL with secret-derived spans replaced (an API key in the query, a secret
+    /// rendered into the path).
     pub fn redacted_url(&self) -> String {
-        self.hide(&self.url)
+        let base = match &self.shown {
+            Some(s) => &s.url,
+            None if self.auth_query.is_empty() => return self.url.clone(),
+            None => &self.base_url,
+        };
+        if self.auth_query.is_empty() {
+            return base.clone();
+        }
+        let q: Vec<(String, String)> = self
+            .auth_query
+            .iter()
+            .map(|n| (n.clone(), REDACTED.to_owned()))
+            .collect();
+        finish_url(base, &q).unwrap_or_else(|_| REDACTED.to_owned())
     }
 
     /// The headers with secrets, and every header derived from one, replaced.
@@ -136,12 +205,24 @@ impl RenderedRequest {
                         }
                         _ => REDACTED.to_owned(),
                     }
+                } else if let Some(shown) = &self.shown {
+                    shown
+                        .headers
+                        .iter()
+                        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                        .map_or_else(|| value.clone(), |(_, v)| v.clone())
                 } else {
-                    self.hide(value)
+                    value.clone()
                 };
                 (name.clone(), v)
             })
             .collect()
+    }
+
+    /// Text from elsewhere (a response body, an error a server sent back) with every
+    /// usual encoding of this request's secrets replaced.
+    pub fn scrub<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
+        redact::scrub(text, &self.secret_values)
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -162,7 +243,7 @@ impl RenderedRequest {
         {
             self.sensitive_headers.push("Authorization".into());
         }
-        self.secret_values.push(token.expose().to_owned());
+        push_secret(&mut self.secret_values, token);
     }
 }
 
@@ -174,8 +255,9 @@ pub enum Prepared {
     Ready(Box<PreparedEvent>),
 }
 
-/// One event's part of a request, before batching, auth and signing.
-#[derive(Debug, Clone)]
+/// One event's part of a request, before batching, auth and signing. `Debug` shows
+/// no body (it may hold secret-derived text).
+#[derive(Clone)]
 pub struct PreparedEvent {
     pub index: usize,
     pub route: Route,
@@ -184,7 +266,20 @@ pub struct PreparedEvent {
     /// For the rows envelope.
     pub primary_key: Value,
     pub(crate) jwt_claims: Option<Map<String, Value>>,
-    pub(crate) secret_values: Vec<String>,
+    pub(crate) secret_values: Vec<Secret>,
+    /// The same event rendered with sentinel secrets (families 0 and 1), when a
+    /// template used a secret; `None` inside when that render failed.
+    pub(crate) alts: Option<Box<[Option<PreparedEvent>; 2]>>,
+}
+
+impl std::fmt::Debug for PreparedEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedEvent")
+            .field("index", &self.index)
+            .field("method", &self.route.method)
+            .field("body_bytes", &self.body.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// What must be equal for events to share a request.
@@ -240,6 +335,14 @@ pub struct CompiledDestination {
     uses_templates: bool,
     /// The checked URL when it is fixed text.
     static_url: Option<String>,
+    /// Its origin (`https://host:port`), which event data may never change.
+    static_origin: Option<String>,
+    /// Some template calls `secret(...)`: renders are compared with sentinel renders.
+    secret_templates: bool,
+    /// The batch envelope template calls `secret(...)`.
+    envelope_uses_secrets: bool,
+    /// Secrets that answer every name with a sentinel (families 0 and 1).
+    sentinels: [Secrets; 2],
     /// When nothing depends on the event (batched whole events, fixed URL and
     /// headers, no trigger): the prepared shape every event shares.
     passthrough: Option<Box<PreparedEvent>>,
@@ -250,6 +353,36 @@ fn is_token(s: &str) -> bool {
     !s.is_empty()
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Headers that frame the message or the connection. The HTTP client sets them from
+/// the request itself; taken from configuration or event data they would let a
+/// template or an event cut the body short or smuggle a second request.
+pub const FRAMING_HEADERS: [&str; 9] = [
+    "Content-Length",
+    "Transfer-Encoding",
+    "Host",
+    "Connection",
+    "Keep-Alive",
+    "Upgrade",
+    "TE",
+    "Trailer",
+    "Proxy-Connection",
+];
+
+/// Most header keys an event's `header` object may hold.
+pub const MAX_EVENT_HEADERS: usize = 256;
+
+/// `Some(message)` when `name` is a framing header, which is never configurable.
+pub fn framing_header(name: &str) -> Option<String> {
+    FRAMING_HEADERS
+        .iter()
+        .any(|h| h.eq_ignore_ascii_case(name))
+        .then(|| {
+            format!(
+                "\"{name}\" frames the request and is set by Hookline itself; it cannot be set by configuration or events"
+            )
+        })
 }
 
 /// Header values: no CR, LF or other control characters, ever.
@@ -304,6 +437,12 @@ impl CompiledDestination {
             err("name", "is empty".into());
         }
         let url = tpl(&mut templates, "url", &dest.url, &mut err);
+        if authority_uses_event(&dest.url) {
+            err(
+                "url",
+                "the scheme, host and port may not come from event data (event data may change only the path)".into(),
+            );
+        }
         if let Tpl::Static(u) = &url
             && let Err(m) = check_url(u)
         {
@@ -314,6 +453,8 @@ impl CompiledDestination {
             let field = format!("headers.{name}");
             if !is_token(name) {
                 err(&field, format!("\"{name}\" is not a valid header name"));
+            } else if let Some(m) = framing_header(name) {
+                err(&field, m);
             }
             let t = tpl(&mut templates, &field, value, &mut err);
             if let Tpl::Static(v) = &t {
@@ -464,6 +605,7 @@ impl CompiledDestination {
             Tpl::Static(u) => Some(u.clone()),
             Tpl::Compiled { .. } => None,
         };
+        let secret_templates = templates.uses_secrets();
         let mut compiled = Self {
             dest: dest.clone(),
             templates,
@@ -480,6 +622,16 @@ impl CompiledDestination {
                 Some(u) => check_url(u).ok().map(String::from),
                 None => None,
             },
+            static_origin: url_tpl_static
+                .as_deref()
+                .and_then(|u| check_url(u).ok())
+                .map(|u| u.origin().ascii_serialization()),
+            secret_templates,
+            envelope_uses_secrets: matches!(&dest.batching, Some(b) if matches!(&b.envelope, Envelope::Template(t) if t.contains("secret"))),
+            sentinels: [
+                Secrets::new(Arc::new(redact::SentinelSecrets(0))),
+                Secrets::new(Arc::new(redact::SentinelSecrets(1))),
+            ],
             passthrough: None,
         };
         let d = &compiled.dest;
@@ -497,6 +649,29 @@ impl CompiledDestination {
             }
         }
         Ok(compiled)
+    }
+
+    /// The destination's origin: the URL template rendered without event data.
+    fn origin(&self, ctx: &RenderCtx) -> Result<String, RenderError> {
+        if let Some(o) = &self.static_origin {
+            return Ok(o.clone());
+        }
+        let scope = Arc::new(SecretScope {
+            secrets: ctx.secrets.clone(),
+            used: Mutex::default(),
+        });
+        let empty = Arc::new(Value::Object(Map::new()));
+        let u = self
+            .templates
+            .render(&self.url, &template::context(&empty, &scope))
+            .map_err(|e| self.tfail(&e))?;
+        check_url(&u)
+            .map(|u| u.origin().ascii_serialization())
+            .map_err(|m| {
+                self.fail(format!(
+                    "url: without event data the URL is not valid ({m}); the scheme, host and port must not depend on event data"
+                ))
+            })
     }
 
     fn fail(&self, message: impl Into<String>) -> RenderError {
@@ -518,7 +693,7 @@ impl CompiledDestination {
         event: &Value,
         ctx: &RenderCtx,
     ) -> Result<Prepared, RenderError> {
-        self.prepare_inner(index, event, None, ctx)
+        self.prepare_inner(index, event, None, ctx, None)
     }
 
     /// [`prepare`](Self::prepare) for an event the caller already holds in an `Arc`
@@ -529,15 +704,110 @@ impl CompiledDestination {
         event: &Arc<Value>,
         ctx: &RenderCtx,
     ) -> Result<Prepared, RenderError> {
-        self.prepare_inner(index, event, Some(event), ctx)
+        self.prepare_inner(index, event, Some(event), ctx, None)
     }
 
+    /// Event `index` of a list, as preview, export and delivery all take it: an event
+    /// held as text keeps its exact (canonical) bytes as the body wherever the body is
+    /// the whole event, so big numbers and escapes go out as written. `None` past the end.
+    pub fn prepare_event(
+        &self,
+        events: &EventList,
+        index: usize,
+        ctx: &RenderCtx,
+    ) -> Option<Result<Prepared, RenderError>> {
+        match events {
+            EventList::Values(v) => v.get(index).map(|e| self.prepare(index, e, ctx)),
+            EventList::Text(t) => {
+                let text = t.get(index)?;
+                if let Some(p) = self.prepare_text(index, text) {
+                    return Some(Ok(Prepared::Ready(Box::new(p))));
+                }
+                Some(match serde_json::from_str::<Value>(text) {
+                    Ok(v) => {
+                        let v = Arc::new(v);
+                        self.prepare_inner(index, &v, Some(&v), ctx, Some(text))
+                    }
+                    Err(e) => Err(self.fail(format!("event {index}: {e}"))),
+                })
+            }
+        }
+    }
+
+    /// Render a whole list (see [`prepare_event`](Self::prepare_event)): trigger,
+    /// batching, auth, signing. Events that fail are reported by index.
+    pub fn render_list(&self, events: &EventList, ctx: &RenderCtx) -> RenderReport {
+        self.render_with(events.len(), |i| self.prepare_event(events, i, ctx), ctx)
+    }
+
+    /// [`prepare_core`](Self::prepare_core), and when a template used a secret, the
+    /// same with sentinel secrets, so the preview can hide exactly what derives from it.
     fn prepare_inner(
         &self,
         index: usize,
         event: &Value,
         owned: Option<&Arc<Value>>,
         ctx: &RenderCtx,
+        text: Option<&str>,
+    ) -> Result<Prepared, RenderError> {
+        let mut used = false;
+        let real = self.prepare_core(index, event, owned, ctx, text, &mut used);
+        if !used {
+            return real;
+        }
+        let alt = |k: usize| {
+            let mut u = false;
+            self.prepare_core(index, event, owned, &self.alt_ctx(ctx, k), text, &mut u)
+        };
+        match real {
+            Ok(Prepared::Ready(mut p)) => {
+                let ready = |r: Result<Prepared, RenderError>| match r {
+                    Ok(Prepared::Ready(a)) => Some(*a),
+                    _ => None,
+                };
+                p.alts = Some(Box::new([ready(alt(0)), ready(alt(1))]));
+                Ok(Prepared::Ready(p))
+            }
+            Ok(skipped) => Ok(skipped),
+            Err(e) => Err(Self::redact_error(e, &[alt(0).err(), alt(1).err()])),
+        }
+    }
+
+    /// The same context with sentinel secrets of family `k` and the same clock.
+    fn alt_ctx(&self, ctx: &RenderCtx, k: usize) -> RenderCtx {
+        RenderCtx {
+            secrets: self.sentinels[k].clone(),
+            now: Some(ctx.now()),
+        }
+    }
+
+    /// An error raised while a secret was in use: shown with every secret-derived span
+    /// hidden (by comparing it with the sentinel renders' errors), or withheld when the
+    /// sentinel renders did not fail the same way.
+    fn redact_error(real: RenderError, alts: &[Option<RenderError>; 2]) -> RenderError {
+        let msgs: Vec<Option<&str>> = alts
+            .iter()
+            .map(|a| a.as_ref().map(|e| e.message.as_str()))
+            .collect();
+        let message = if msgs.iter().all(Option::is_some) {
+            redact::by_position(&real.message, &msgs)
+        } else {
+            // The sentinel renders did not fail the same way (a number transform on a
+            // secret that is not a number, say): keep the message's shape, hide every
+            // quoted value in it.
+            redact::hide_quoted(&real.message)
+        };
+        RenderError { message, ..real }
+    }
+
+    fn prepare_core(
+        &self,
+        index: usize,
+        event: &Value,
+        owned: Option<&Arc<Value>>,
+        ctx: &RenderCtx,
+        text: Option<&str>,
+        used: &mut bool,
     ) -> Result<Prepared, RenderError> {
         let d = &self.dest;
         let etype = event.get("type").and_then(Value::as_str).unwrap_or("");
@@ -566,6 +836,8 @@ impl CompiledDestination {
         } else {
             None
         };
+        // Whatever happens below, tell the caller whether a secret was read.
+        let _used = Used(scope.as_ref(), used);
         let mut tctx_cache: Option<minijinja::Value> = None;
         let mut tctx = || -> minijinja::Value {
             tctx_cache
@@ -594,16 +866,21 @@ impl CompiledDestination {
                     || o.contains_key("fullPath")
             });
 
-        // URL: template, then appendPath / fullPath, then query.
+        // URL: template, then appendPath / fullPath, then query. Event data may move
+        // the path only: the origin (scheme, host, port) is the destination's.
         let mut url = self
             .templates
             .render(&self.url, &tctx())
             .map_err(|e| self.tfail(&e))?;
+        let mut moved = false;
         if d.dynamic_overrides {
             if let Some(full) = event.get("fullPath").and_then(Value::as_str) {
-                url = replace_path(&url, full);
+                url = replace_path(&url, full).map_err(|m| self.fail(format!("fullPath: {m}")))?;
+                moved = true;
             } else if let Some(append) = event.get("appendPath").and_then(Value::as_str) {
-                url.push_str(append);
+                url =
+                    append_path(&url, append).map_err(|m| self.fail(format!("appendPath: {m}")))?;
+                moved = true;
             }
         }
         let mut query: Vec<(String, String)> = Vec::with_capacity(self.query.len());
@@ -630,6 +907,12 @@ impl CompiledDestination {
         if d.dynamic_overrides
             && let Some(Value::Object(h)) = event.get("header")
         {
+            if h.len() > MAX_EVENT_HEADERS {
+                return Err(self.fail(format!(
+                    "event header object has {} keys; at most {MAX_EVENT_HEADERS} are accepted",
+                    h.len()
+                )));
+            }
             for (name, v) in h {
                 if let Value::String(v) = v {
                     if !is_token(name) {
@@ -637,11 +920,15 @@ impl CompiledDestination {
                             "event header \"{name}\" is not a valid header name"
                         )));
                     }
+                    if let Some(m) = framing_header(name) {
+                        return Err(self.fail(format!("event header {m}")));
+                    }
                     check_header_value(name, v).map_err(|m| self.fail(format!("event {m}")))?;
                     set_header(&mut headers, name, v.clone());
                 }
             }
         }
+        let url_origin = (moved || self.static_url.is_none()).then(|| self.origin(ctx));
 
         // Body.
         let mut mapped = || -> Result<Value, RenderError> {
@@ -663,9 +950,20 @@ impl CompiledDestination {
             }
         };
         let has_body = d.method.has_body();
+        // The whole event as JSON: its own text when we have it (exact bytes), else
+        // serialized from the value.
+        let event_json = || -> Vec<u8> {
+            match text {
+                Some(t) if overrides => {
+                    strip_override_keys(t).unwrap_or_else(|| to_json(&stripped()))
+                }
+                Some(t) => t.as_bytes().to_vec(),
+                None => to_json(&stripped()),
+            }
+        };
         let (body, content_type): (PreparedBody, Option<String>) = match &self.body {
             CompiledBody::Event if has_body => (
-                PreparedBody::Json(to_json(&stripped())),
+                PreparedBody::Json(event_json()),
                 Some("application/json".into()),
             ),
             CompiledBody::Event => {
@@ -673,7 +971,7 @@ impl CompiledDestination {
                 (PreparedBody::None, None)
             }
             CompiledBody::EventUrlencoded { field } => {
-                let json = String::from_utf8(to_json(&stripped())).unwrap_or_default();
+                let json = String::from_utf8(event_json()).unwrap_or_default();
                 if has_body {
                     let form = form_urlencoded::Serializer::new(String::new())
                         .append_pair(field, &json)
@@ -728,8 +1026,21 @@ impl CompiledDestination {
 
         let url = match &self.static_url {
             // The common case: a fixed URL, nothing to append. Checked once, at compile time.
-            Some(fixed) if query.is_empty() && url == d.url => fixed.clone(),
-            _ => finish_url(&url, &query).map_err(|m| self.fail(format!("url: {m}")))?,
+            Some(fixed) if query.is_empty() && !moved => fixed.clone(),
+            _ => {
+                let parsed =
+                    finish_url_parsed(&url, &query).map_err(|m| self.fail(format!("url: {m}")))?;
+                if let Some(origin) = url_origin {
+                    let origin = origin?;
+                    let got = parsed.origin().ascii_serialization();
+                    if got != origin {
+                        return Err(self.fail(format!(
+                            "url: event data would send this request to {got} instead of {origin}; event data may change only the path (scheme, host and port come from the destination)"
+                        )));
+                    }
+                }
+                parsed.into()
+            }
         };
         let jwt_claims = if self.jwt_claims.is_empty() && !matches!(d.auth, Auth::Jwt { .. }) {
             None
@@ -751,14 +1062,12 @@ impl CompiledDestination {
             .envelope
             .as_ref()
             .map_or(Value::Null, |e| e.primary_key(event));
-        let secret_values = scope.map_or_else(Vec::new, |scope| {
+        let secret_values = scope.as_ref().map_or_else(Vec::new, |scope| {
             scope
                 .used
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .iter()
-                .map(|s| s.expose().to_owned())
-                .collect()
+                .clone()
         });
         Ok(Prepared::Ready(Box::new(PreparedEvent {
             index,
@@ -775,6 +1084,7 @@ impl CompiledDestination {
             primary_key,
             jwt_claims,
             secret_values,
+            alts: None,
         })))
     }
 
@@ -798,19 +1108,65 @@ impl CompiledDestination {
             primary_key: Value::Null,
             jwt_claims: t.jwt_claims.clone(),
             secret_values: Vec::new(),
+            alts: None,
         })
     }
 
     /// Turn a group of prepared events into a request: envelope, idempotency key, then
     /// auth and signature at `ctx.now()`.
     pub fn finish(&self, batch: Batch, ctx: &RenderCtx) -> Result<RenderedRequest, RenderError> {
+        let secrets_in_play = self.secret_templates
+            && (self.envelope_uses_secrets || batch.events.iter().any(|e| e.alts.is_some()));
+        if !secrets_in_play {
+            let mut req = self.assemble(batch, ctx)?;
+            self.sign(&mut req, ctx)?;
+            return Ok(req);
+        }
+        // The same request with sentinel secrets, to tell which spans derive from them.
+        let alt = |k: usize| -> Result<RenderedRequest, Option<RenderError>> {
+            let events = batch
+                .events
+                .iter()
+                .map(|e| match &e.alts {
+                    None => Some(e.clone()),
+                    Some(a) => a[k].clone(),
+                })
+                .collect::<Option<Vec<_>>>()
+                .ok_or(None)?;
+            let b = Batch {
+                events,
+                note: String::new(),
+            };
+            self.assemble(b, &self.alt_ctx(ctx, k)).map_err(Some)
+        };
+        let alts = [alt(0), alt(1)];
+        match self.assemble(batch, ctx) {
+            Ok(mut req) => {
+                let [a, b] = alts;
+                req.shown = Some(Box::new(Shown::new(&req, &[a.ok(), b.ok()])));
+                self.sign(&mut req, ctx)?;
+                Ok(req)
+            }
+            Err(e) => {
+                let [a, b] = alts;
+                Err(Self::redact_error(
+                    e,
+                    &[a.err().flatten(), b.err().flatten()],
+                ))
+            }
+        }
+    }
+
+    /// Envelope, idempotency key and the request's fields, before auth and signing.
+    fn assemble(&self, batch: Batch, ctx: &RenderCtx) -> Result<RenderedRequest, RenderError> {
         let Batch { events, note } = batch;
         let Some(first) = events.first() else {
             return Err(self.fail("internal: empty batch"));
         };
+        let mut envelope_secrets = Vec::new();
         let body = match &self.envelope {
             Some(env) => Some(
-                env.wrap(&events, &self.templates, ctx)
+                env.wrap(&events, &self.templates, ctx, &mut envelope_secrets)
                     .map_err(|m| self.fail(m))?,
             ),
             None => match &first.body {
@@ -818,14 +1174,16 @@ impl CompiledDestination {
                 PreparedBody::Json(b) | PreparedBody::Raw(b) => Some(b.clone()),
             },
         };
-        let idempotency_key = idempotency_key(&events, body.as_deref());
-        let mut secret_values: Vec<String> = events
+        let idempotency_key = idempotency_key(&events, body.as_deref(), self.envelope.is_some());
+        let mut secret_values: Vec<Secret> = Vec::new();
+        for s in events
             .iter()
-            .flat_map(|e| e.secret_values.iter().cloned())
-            .collect();
-        secret_values.sort();
-        secret_values.dedup();
-        let mut req = RenderedRequest {
+            .flat_map(|e| e.secret_values.iter())
+            .chain(&envelope_secrets)
+        {
+            push_secret(&mut secret_values, s);
+        }
+        Ok(RenderedRequest {
             method: first.route.method,
             url: first.route.url.clone(),
             headers: first.route.headers.clone(),
@@ -838,9 +1196,9 @@ impl CompiledDestination {
             jwt_claims: first.jwt_claims.clone(),
             secret_values,
             sensitive_headers: Vec::new(),
-        };
-        self.sign(&mut req, ctx)?;
-        Ok(req)
+            auth_query: Vec::new(),
+            shown: None,
+        })
     }
 
     /// (Re)compute auth and signature headers for an attempt at `ctx.now()`. Timestamps,
@@ -859,10 +1217,9 @@ impl CompiledDestination {
         if !parts.query.is_empty() {
             url = finish_url(&url, &parts.query).map_err(|m| self.fail(format!("url: {m}")))?;
         }
+        req.auth_query = parts.query.iter().map(|(n, _)| n.clone()).collect();
         for s in &parts.used {
-            if !req.secret_values.iter().any(|v| v == s.expose()) {
-                req.secret_values.push(s.expose().to_owned());
-            }
+            push_secret(&mut req.secret_values, s);
         }
         let body: &[u8] = req.body.as_deref().unwrap_or(b"");
         match &self.dest.signing {
@@ -920,6 +1277,19 @@ impl CompiledDestination {
     /// Render a list of events: trigger, batching, auth, signing. Events that fail are
     /// reported by index; the rest still render.
     pub fn render_all(&self, events: &[Value], ctx: &RenderCtx) -> RenderReport {
+        self.render_with(
+            events.len(),
+            |i| events.get(i).map(|e| self.prepare(i, e, ctx)),
+            ctx,
+        )
+    }
+
+    fn render_with(
+        &self,
+        n: usize,
+        mut prepare: impl FnMut(usize) -> Option<Result<Prepared, RenderError>>,
+        ctx: &RenderCtx,
+    ) -> RenderReport {
         let mut report = RenderReport::default();
         let mut batcher = batch::Batcher::new(self.dest.batching.as_ref());
         let push = |report: &mut RenderReport, b: Vec<Batch>| {
@@ -933,14 +1303,15 @@ impl CompiledDestination {
                 }
             }
         };
-        for (i, ev) in events.iter().enumerate() {
-            match self.prepare(i, ev, ctx) {
-                Ok(Prepared::Skipped(reason)) => report.skipped.push((i, reason)),
-                Ok(Prepared::Ready(p)) => match batcher.push(*p) {
+        for i in 0..n {
+            match prepare(i) {
+                None => break,
+                Some(Ok(Prepared::Skipped(reason))) => report.skipped.push((i, reason)),
+                Some(Ok(Prepared::Ready(p))) => match batcher.push(*p) {
                     Ok(done) => push(&mut report, done),
                     Err((i, m)) => report.errors.push((i, self.fail(m))),
                 },
-                Err(e) => report.errors.push((i, e)),
+                Some(Err(e)) => report.errors.push((i, e)),
             }
         }
         push(&mut report, batcher.finish());
@@ -949,9 +1320,47 @@ impl CompiledDestination {
     }
 }
 
-fn push_secret(values: &mut Vec<String>, s: &Secret) {
-    if !values.iter().any(|v| v == s.expose()) {
-        values.push(s.expose().to_owned());
+/// The event's text without its top-level `header`, `appendPath` and `fullPath` keys,
+/// every other byte as it was. `None` if the text is not an object.
+fn strip_override_keys(text: &str) -> Option<Vec<u8>> {
+    let map: IndexMap<String, &serde_json::value::RawValue> = serde_json::from_str(text).ok()?;
+    let mut out = Vec::with_capacity(text.len());
+    out.push(b'{');
+    let mut first = true;
+    for (k, v) in &map {
+        if matches!(k.as_str(), "header" | "appendPath" | "fullPath") {
+            continue;
+        }
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        out.extend_from_slice(to_json(&Value::String(k.clone())).as_slice());
+        out.push(b':');
+        out.extend_from_slice(v.get().as_bytes());
+    }
+    out.push(b'}');
+    Some(out)
+}
+
+/// On drop, sets the flag to whether the scope's templates read a secret.
+struct Used<'a>(Option<&'a Arc<SecretScope>>, &'a mut bool);
+
+impl Drop for Used<'_> {
+    fn drop(&mut self) {
+        if let Some(s) = self.0 {
+            *self.1 = !s
+                .used
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .is_empty();
+        }
+    }
+}
+
+fn push_secret(values: &mut Vec<Secret>, s: &Secret) {
+    if !values.contains(s) {
+        values.push(s.clone());
     }
 }
 
@@ -1074,6 +1483,34 @@ fn check_auth_and_signing(dest: &Destination, err: &mut dyn FnMut(&str, String))
     }
 }
 
+/// Whether a URL template's scheme or authority (before the path) reads `event`.
+fn authority_uses_event(src: &str) -> bool {
+    // The authority ends at the first `/`, `?` or `#` after `://` outside a tag.
+    let start = src.find("://").map_or(0, |i| i + 3);
+    let (mut depth, mut end) = (0usize, src.len());
+    let b = src.as_bytes();
+    let mut i = start;
+    while i < b.len() {
+        match b[i] {
+            b'{' if b.get(i + 1).is_some_and(|c| matches!(c, b'{' | b'%')) => {
+                depth += 1;
+                i += 1;
+            }
+            b'}' | b'%' if depth > 0 && b.get(i + 1) == Some(&b'}') => {
+                depth -= 1;
+                i += 1;
+            }
+            b'/' | b'?' | b'#' if depth == 0 => {
+                end = i;
+                break;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    src[..end].contains("event") && (src[..end].contains("{{") || src[..end].contains("{%"))
+}
+
 /// URLs must be absolute `http://` or `https://` after rendering.
 pub fn check_url(u: &str) -> Result<url::Url, String> {
     let lower = u.trim_start().get(..8).unwrap_or(u).to_ascii_lowercase();
@@ -1089,29 +1526,75 @@ pub fn check_url(u: &str) -> Result<url::Url, String> {
 }
 
 fn finish_url(u: &str, query: &[(String, String)]) -> Result<String, String> {
+    finish_url_parsed(u, query).map(Into::into)
+}
+
+fn finish_url_parsed(u: &str, query: &[(String, String)]) -> Result<url::Url, String> {
     let mut parsed = check_url(u)?;
     if !query.is_empty() {
         parsed.query_pairs_mut().extend_pairs(query);
     }
-    Ok(parsed.into())
+    Ok(parsed)
 }
 
-/// `fullPath`: an absolute URL replaces the URL; otherwise it replaces the path (and query).
-fn replace_path(url: &str, full: &str) -> String {
-    if full.contains("://") {
-        return full.to_owned();
-    }
-    match url::Url::parse(url) {
-        Ok(mut u) => {
-            let (path, query) = full
-                .split_once('?')
-                .map_or((full, None), |(p, q)| (p, Some(q)));
-            u.set_path(path);
-            u.set_query(query);
-            u.into()
+/// `fullPath`: replaces the path (and query). An absolute URL is accepted only when it
+/// names the destination's own origin; the caller checks that for every URL.
+fn replace_path(url: &str, full: &str) -> Result<String, String> {
+    let mut u = check_url(url)?;
+    if full.contains("://") || full.starts_with("//") {
+        let target = u
+            .join(full)
+            .map_err(|e| format!("\"{full}\" is not a valid URL: {e}"))?;
+        let (want, got) = (
+            u.origin().ascii_serialization(),
+            target.origin().ascii_serialization(),
+        );
+        if want != got {
+            return Err(format!(
+                "would send this request to {got} instead of {want}; event data may change only the path"
+            ));
         }
-        Err(_) => format!("{}{full}", url.trim_end_matches('/')),
+        return Ok(target.into());
     }
+    let (path, query) = split_query(full);
+    u.set_path(
+        if path.starts_with('/') {
+            path.to_owned()
+        } else {
+            format!("/{path}")
+        }
+        .as_str(),
+    );
+    u.set_query(query);
+    Ok(u.into())
+}
+
+/// `appendPath`: appended to the URL's path (never to its host, even when the URL has
+/// no path: `https://api.example.com` + `@evil.example/x` is `/@evil.example/x`).
+fn append_path(url: &str, append: &str) -> Result<String, String> {
+    let mut u = check_url(url)?;
+    let (path, query) = split_query(append);
+    let current = u.path().to_owned();
+    let joined = match (current.ends_with('/'), path.starts_with('/')) {
+        (true, true) => format!("{current}{}", &path[1..]),
+        (false, false) if current.is_empty() => format!("/{path}"),
+        _ => format!("{current}{path}"),
+    };
+    u.set_path(&joined);
+    if let Some(q) = query {
+        let merged = match u.query() {
+            Some(existing) if !existing.is_empty() => format!("{existing}&{q}"),
+            _ => q.to_owned(),
+        };
+        u.set_query(Some(&merged));
+    }
+    Ok(u.into())
+}
+
+/// `path?query#fragment` → (path, query); the fragment is never sent.
+fn split_query(s: &str) -> (&str, Option<&str>) {
+    let s = s.split('#').next().unwrap_or("");
+    s.split_once('?').map_or((s, None), |(p, q)| (p, Some(q)))
 }
 
 /// The object GET/DELETE flatten into the query: `traits` for identify (falling back to
@@ -1161,25 +1644,21 @@ fn to_json(v: &Value) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()
 }
 
-/// The event's `messageId` for a single event; a digest of the ids (or body) for a batch.
-/// Deterministic, so a resumed job re-sends with the same key.
-fn idempotency_key(events: &[PreparedEvent], body: Option<&[u8]>) -> String {
-    if let [one] = events
+/// The event's `messageId` for an unbatched request; for a batch (or an event with no
+/// id) a digest of the exact body and the events' positions. It depends only on bytes
+/// every path produces alike, so preview, export and delivery agree, and a resumed job
+/// re-sends with the same key.
+fn idempotency_key(events: &[PreparedEvent], body: Option<&[u8]>, batched: bool) -> String {
+    if !batched
+        && let [one] = events
         && let Some(id) = &one.message_id
     {
         return id.clone();
     }
     let mut h = sha2::Sha256::new();
-    if events.iter().all(|e| e.message_id.is_some()) {
-        for e in events {
-            h.update(e.message_id.as_deref().unwrap_or("").as_bytes());
-            h.update(b"\n");
-        }
-    } else {
-        h.update(body.unwrap_or(b""));
-        for e in events {
-            h.update(e.index.to_le_bytes());
-        }
+    h.update(body.unwrap_or(b""));
+    for e in events {
+        h.update(e.index.to_le_bytes());
     }
     format!("hl_{}", &hex::encode(h.finalize())[..32])
 }

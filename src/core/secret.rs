@@ -51,6 +51,11 @@ pub trait SecretSource: Send + Sync {
     fn delete(&self, name: &str) -> Result<(), SecretError>;
     /// Where the secrets come from, for messages ("environment", "keyring (Secret Service)").
     fn describe(&self) -> String;
+    /// Whether [`set`](Self::set) can work now; `Err` says why not (checked before an
+    /// action whose result must be stored, such as an OAuth2 authorization).
+    fn writable(&self) -> Result<(), SecretError> {
+        Ok(())
+    }
 }
 
 /// The environment variable that holds secret `name`: `HOOKLINE_SECRET_` + upper-cased name, `-`/`.`/space → `_`.
@@ -88,6 +93,11 @@ impl SecretSource for EnvSecrets {
     }
     fn describe(&self) -> String {
         "environment (HOOKLINE_SECRET_*)".into()
+    }
+    fn writable(&self) -> Result<(), SecretError> {
+        Err(SecretError::NoKeyring(
+            "the environment is read-only and there is no other secret store".into(),
+        ))
     }
 }
 
@@ -158,6 +168,16 @@ impl SecretSource for ChainSecrets {
         let mut last = None;
         for s in &self.0 {
             match s.delete(name) {
+                Ok(()) => return Ok(()),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or(SecretError::NoKeyring("no secret store configured".into())))
+    }
+    fn writable(&self) -> Result<(), SecretError> {
+        let mut last = None;
+        for s in &self.0 {
+            match s.writable() {
                 Ok(()) => return Ok(()),
                 Err(e) => last = Some(e),
             }

@@ -47,6 +47,7 @@ impl Object for SecretScope {}
 pub struct Templates {
     env: Environment<'static>,
     count: usize,
+    uses_secrets: bool,
 }
 
 impl Default for Templates {
@@ -60,6 +61,7 @@ impl Templates {
         Self {
             env: new_environment(),
             count: 0,
+            uses_secrets: false,
         }
     }
 
@@ -68,7 +70,9 @@ impl Templates {
         if !source.contains("{{") && !source.contains("{%") && !source.contains("{#") {
             return Ok(Tpl::Static(source.to_owned()));
         }
+        check_source(field, source)?;
         self.count += 1;
+        self.uses_secrets |= source.contains("secret");
         let name = format!("t{}", self.count);
         self.env
             .add_template_owned(name.clone(), source.to_owned())
@@ -82,7 +86,9 @@ impl Templates {
     /// Compile a condition (trigger expressions): renders `1` when true.
     pub fn condition(&mut self, field: &str, expr: &str) -> Result<Tpl, TemplateError> {
         const OPEN: &str = "{% if (";
+        check_source(field, expr)?;
         self.count += 1;
+        self.uses_secrets |= expr.contains("secret");
         let name = format!("t{}", self.count);
         let wrapped = format!("{OPEN}{expr}\n) %}}1{{% endif %}}");
         self.env
@@ -107,6 +113,11 @@ impl Templates {
         })
     }
 
+    /// Whether any template added so far may call `secret(...)`.
+    pub fn uses_secrets(&self) -> bool {
+        self.uses_secrets
+    }
+
     pub fn render(&self, tpl: &Tpl, ctx: &Mj) -> Result<String, TemplateError> {
         match tpl {
             Tpl::Static(s) => Ok(s.clone()),
@@ -115,12 +126,38 @@ impl Templates {
                     .env
                     .get_template(name)
                     .map_err(|e| describe(field, "", &e))?;
-                t.render(ctx).map_err(|e| {
-                    let src = t.source().to_owned();
-                    describe(field, &src, &e)
-                })
+                let mut out = Capped(Vec::new());
+                match t.render_captured_to(ctx, &mut out) {
+                    Ok(_) => Ok(String::from_utf8(out.0)
+                        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())),
+                    Err(e) if e.kind() == ErrorKind::WriteFailure => Err(TemplateError {
+                        field: field.clone(),
+                        position: String::new(),
+                        message: format!(
+                            "the output is larger than {} MiB",
+                            MAX_OUTPUT / (1024 * 1024)
+                        ),
+                    }),
+                    Err(e) => Err(describe(field, t.source(), &e)),
+                }
             }
         }
+    }
+}
+
+/// A writer that refuses to grow past [`MAX_OUTPUT`].
+struct Capped(Vec<u8>);
+
+impl std::io::Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + buf.len() > MAX_OUTPUT {
+            return Err(std::io::Error::other("output limit"));
+        }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -172,8 +209,46 @@ fn describe(field: &str, source: &str, e: &minijinja::Error) -> TemplateError {
     }
 }
 
+/// Instructions one render may execute: loops over a 4 000-event batch take well
+/// under 100 000; a template that nests loops of 10^10 runs out and says so.
+pub const FUEL: u64 = 2_000_000;
+/// Bytes one render may produce.
+pub const MAX_OUTPUT: usize = 64 * 1024 * 1024;
+/// Largest count or width a size-taking filter accepts (`batch`, `tojson` indent).
+const MAX_FILTER_COUNT: usize = 10_000;
+/// How much a template may multiply the size of what it reads (see [`growth`]).
+pub const MAX_GROWTH: u64 = 64;
+
 fn new_environment() -> Environment<'static> {
     let mut env = Environment::new();
+    env.set_fuel(Some(FUEL));
+    env.set_recursion_limit(64);
+    // Loop-carried state is the way to build a string exponentially in a loop.
+    env.remove_global("namespace");
+    env.add_filter(
+        "batch",
+        |state: &State, value: Mj, count: usize, fill: Option<Mj>| {
+            if count > MAX_FILTER_COUNT {
+                return Err(too_large("batch", count));
+            }
+            minijinja::filters::batch(state, value, count, fill)
+        },
+    );
+    env.add_filter(
+        "tojson",
+        |value: &Mj, indent: Option<Mj>, kwargs: minijinja::value::Kwargs| {
+            let width = indent
+                .clone()
+                .or_else(|| kwargs.peek::<Option<Mj>>("indent").ok().flatten());
+            if let Some(w) = width.and_then(|w| usize::try_from(w).ok())
+                && w > 16
+            {
+                return Err(too_large("tojson indent", w));
+            }
+            minijinja::filters::tojson(value, indent, kwargs)
+        },
+    );
+    env.remove_filter("indent");
     env.set_undefined_behavior(UndefinedBehavior::Chainable);
     // Webhook bodies are not HTML: never auto-escape.
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
@@ -188,6 +263,13 @@ fn new_environment() -> Environment<'static> {
     env.add_function("now", || chrono::Utc::now().timestamp());
     env.add_function("secret", secret_function);
     env
+}
+
+fn too_large(what: &str, n: usize) -> minijinja::Error {
+    minijinja::Error::new(
+        ErrorKind::InvalidOperation,
+        format!("{what}: {n} is too large (at most {MAX_FILTER_COUNT})"),
+    )
 }
 
 fn secret_function(state: &State, name: &str) -> Result<String, minijinja::Error> {
@@ -303,6 +385,151 @@ impl Object for JsonView {
             _ => Enumerator::Empty,
         }
     }
+}
+
+/// Refuse, when compiling, what no render could finish with bounded memory.
+fn check_source(field: &str, src: &str) -> Result<(), TemplateError> {
+    let g = growth(src);
+    if g > MAX_GROWTH {
+        return Err(TemplateError {
+            field: field.to_owned(),
+            position: String::new(),
+            message: format!(
+                "this template can multiply the size of what it reads {g} times or more (at most {MAX_GROWTH}): `set` chains that reuse a growing value, loops captured into a variable, `range`, `replace` and `*` on strings are limited so a render cannot exhaust memory"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// A conservative estimate of how many times a template can multiply the size of
+/// its inputs in a variable before it outputs anything. Plain output (`{{ … }}`) is
+/// bounded by [`MAX_OUTPUT`] and loops by [`FUEL`]; what escapes both is a value
+/// built in memory: `{% set s = s ~ s %}` repeated, or a loop captured by
+/// `{% set x %}…{% endset %}`. Each variable's factor is the sum of the factors of
+/// what its expression reads (inputs and literals count 1); `replace` and `*` square
+/// it, `range` multiplies by 1000, a loop inside a captured block by 1000.
+pub fn growth(src: &str) -> u64 {
+    use std::collections::HashMap;
+    let mut vars: HashMap<String, u64> = HashMap::new();
+    let mut worst = 1u64;
+    // Open `{% set x %}` captures: (name, sum so far, loop depth at start).
+    let mut captures: Vec<(String, u64)> = Vec::new();
+    let mut loops = 0u32;
+    let mut rest = src;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        let close = match after.as_bytes().first() {
+            Some(b'{') => "}}",
+            Some(b'%') => "%}",
+            Some(b'#') => "#}",
+            _ => {
+                rest = after;
+                continue;
+            }
+        };
+        let body_start = &after[1..];
+        let end = body_start.find(close).unwrap_or(body_start.len());
+        let tag =
+            body_start[..end].trim_matches(|c: char| c == '-' || c == '+' || c.is_whitespace());
+        rest = body_start.get(end + close.len()..).unwrap_or("");
+        let in_loop_capture = loops > 0 && !captures.is_empty();
+        match close {
+            "}}" => {
+                // Plain output is bounded by MAX_OUTPUT; only what a capture keeps counts.
+                if let Some(c) = captures.last_mut() {
+                    let m = expr_growth(tag, &vars).saturating_mul(if in_loop_capture {
+                        1000
+                    } else {
+                        1
+                    });
+                    c.1 = c.1.saturating_add(m);
+                }
+            }
+            "%}" => {
+                let (kw, tail) = tag.split_once(char::is_whitespace).unwrap_or((tag, ""));
+                match kw {
+                    "set" => {
+                        if let Some((lhs, rhs)) = tail.split_once('=') {
+                            let m = expr_growth(rhs, &vars);
+                            worst = worst.max(m);
+                            for name in lhs.split(',') {
+                                vars.insert(name.trim().to_owned(), m);
+                            }
+                        } else {
+                            captures.push((tail.trim().to_owned(), 0));
+                        }
+                    }
+                    "endset" => {
+                        if let Some((name, m)) = captures.pop() {
+                            worst = worst.max(m);
+                            vars.insert(name, m.max(1));
+                        }
+                    }
+                    "for" => loops += 1,
+                    "endfor" => loops = loops.saturating_sub(1),
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+    worst
+}
+
+fn expr_growth(expr: &str, vars: &std::collections::HashMap<String, u64>) -> u64 {
+    const WORDS: [&str; 14] = [
+        "and", "or", "not", "in", "is", "if", "else", "true", "false", "none", "True", "False",
+        "None", "loop",
+    ];
+    let b = expr.as_bytes();
+    let mut sum = 0u64;
+    let mut i = 0;
+    let mut prev = b' ';
+    let (mut squares, mut ranges) = (false, false);
+    while i < b.len() {
+        let c = b[i];
+        if c == b'"' || c == b'\'' {
+            let q = c;
+            i += 1;
+            while i < b.len() && b[i] != q {
+                i += if b[i] == b'\\' { 2 } else { 1 };
+            }
+            sum = sum.saturating_add(1);
+            i += 1;
+            prev = q;
+            continue;
+        }
+        if c.is_ascii_alphabetic() || c == b'_' {
+            let start = i;
+            while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
+                i += 1;
+            }
+            let word = &expr[start..i];
+            let callee = b.get(i) == Some(&b'(');
+            squares |= prev == b'|' && word == "replace";
+            ranges |= prev != b'.' && callee && word == "range";
+            // Attribute and filter names, and keywords, are not values.
+            if prev != b'.' && prev != b'|' && !WORDS.contains(&word) && !callee {
+                sum = sum.saturating_add(vars.get(word).copied().unwrap_or(1));
+            }
+            prev = b'a';
+            continue;
+        }
+        squares |= c == b'*';
+        if !c.is_ascii_whitespace() {
+            prev = c;
+        }
+        i += 1;
+    }
+    let mut m = sum.max(1);
+    if squares {
+        m = m.saturating_mul(m).max(m.saturating_mul(2));
+    }
+    if ranges {
+        m = m.saturating_mul(1000);
+    }
+    m
 }
 
 #[cfg(test)]

@@ -30,26 +30,86 @@ pub enum Control {
     Cancel,
 }
 
-/// Where a job records what happened (the `SQLite` history, or nowhere).
+/// Resolves once what was logged is durable (committed to the history), or with the
+/// reason it is not (the message names the database). A job holds a request's
+/// concurrency slot until its outcome's commit resolves, so a `kill -9` can lose at
+/// most the requests in flight, and a failed write stops the job.
+pub type Commit = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+/// A commit that is already done (logs that record nothing).
+pub fn committed() -> Commit {
+    Box::pin(std::future::ready(Ok(())))
+}
+
+/// What identifies a job's input, so a resume can refuse a different one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobFingerprint {
+    /// SHA-256 (hex) of the events file's bytes, when the events came from a file.
+    pub events_sha256: Option<String>,
+    /// SHA-256 (hex) of the destination's settings (see [`destination_digest`]).
+    pub destination_sha256: Option<String>,
+}
+
+/// A new job, as recorded when it starts.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub job: String,
+    pub destination: String,
+    pub source: String,
+    pub total_events: usize,
+    pub fingerprint: JobFingerprint,
+}
+
+/// SHA-256 (hex) of the destination's JSON without its name and its delivery policy:
+/// what decides the bytes sent. Concurrency, rate, retries and timeouts may change
+/// between a run and its resume; URL, headers, auth, body or mapping may not.
+pub fn destination_digest(d: &Destination) -> String {
+    use sha2::Digest as _;
+    let mut v = serde_json::to_value(d).unwrap_or(serde_json::Value::Null);
+    if let Some(o) = v.as_object_mut() {
+        o.remove("name");
+        o.remove("delivery");
+    }
+    hex::encode(sha2::Sha256::digest(v.to_string().as_bytes()))
+}
+
+/// Where a job records what happened (the `SQLite` history, or nowhere). Every record
+/// that a resume depends on returns a [`Commit`] the job awaits.
 pub trait JobLog: Send + Sync {
-    fn job_started(&self, job: &str, destination: &str, source: &str, total_events: usize);
+    fn job_started(&self, job: &NewJob) -> Commit;
+    /// An existing job runs again (`--resume`): it is `running` once more.
+    fn job_resumed(&self, job: &str) -> Commit;
     fn attempt(&self, a: AttemptLog);
     /// The events of one request reached a final state.
-    fn events_done(&self, job: &str, events: &[usize], outcome: &Outcome);
+    fn events_done(&self, job: &str, events: &[usize], outcome: &Outcome) -> Commit;
     /// Events that need no request (skipped by the trigger): final, never re-sent.
-    fn events_skipped(&self, job: &str, events: &[usize]);
-    fn job_finished(&self, job: &str, state: &str);
+    fn events_skipped(&self, job: &str, events: &[usize]) -> Commit;
+    fn job_finished(&self, job: &str, state: &str) -> Commit;
+    /// The job is alive (called every few seconds), so a crashed job can be told
+    /// from a running one.
+    fn heartbeat(&self, _job: &str) {}
 }
 
 /// Records nothing: `--no-history`.
 pub struct NoLog;
 
 impl JobLog for NoLog {
-    fn job_started(&self, _: &str, _: &str, _: &str, _: usize) {}
+    fn job_started(&self, _: &NewJob) -> Commit {
+        committed()
+    }
+    fn job_resumed(&self, _: &str) -> Commit {
+        committed()
+    }
     fn attempt(&self, _: AttemptLog) {}
-    fn events_done(&self, _: &str, _: &[usize], _: &Outcome) {}
-    fn events_skipped(&self, _: &str, _: &[usize]) {}
-    fn job_finished(&self, _: &str, _: &str) {}
+    fn events_done(&self, _: &str, _: &[usize], _: &Outcome) -> Commit {
+        committed()
+    }
+    fn events_skipped(&self, _: &str, _: &[usize]) -> Commit {
+        committed()
+    }
+    fn job_finished(&self, _: &str, _: &str) -> Commit {
+        committed()
+    }
 }
 
 /// One attempt, with secrets already redacted.
@@ -68,7 +128,15 @@ pub struct AttemptLog {
     pub error: Option<String>,
 }
 
-pub type TokenFuture<'a> = Pin<Box<dyn Future<Output = Result<Secret, String>> + Send + 'a>>;
+pub type TokenFuture<'a> = Pin<Box<dyn Future<Output = Result<Secret, TokenError>> + Send + 'a>>;
+
+/// Why no token could be had; `fatal` when asking again cannot help (the endpoint
+/// rejected the client or grant): the request fails at once instead of retrying.
+#[derive(Debug, Clone)]
+pub struct TokenError {
+    pub message: String,
+    pub fatal: bool,
+}
 
 /// `OAuth2` access tokens for destinations that need them.
 pub trait TokenProvider: Send + Sync {
@@ -122,6 +190,8 @@ pub struct JobSpec {
     pub source: String,
     /// Record the job as new (false when resuming an existing one).
     pub create: bool,
+    /// Recorded with a new job; a resume compares it.
+    pub fingerprint: JobFingerprint,
 }
 
 /// How a job reports as it runs (outcome per request, periodic stats).
@@ -254,10 +324,122 @@ struct Ctx {
     report: Arc<dyn JobReport>,
     tally: Arc<Mutex<Tally>>,
     limiter: Option<RateLimiter>,
+    /// The job's own control: the caller's Pause/Resume/Cancel, forwarded, plus a
+    /// Cancel of its own when the history fails ([`Ctx::halt`]).
     control: watch::Receiver<Control>,
+    control_tx: watch::Sender<Control>,
+    /// Why the job stopped by itself (a history write failed), if it did.
+    halted: Mutex<Option<String>>,
 }
 
-/// Run a job to the end (or until cancelled). Returns the final stats.
+impl Ctx {
+    /// Stop the job: nothing new is sent, requests waiting for a retry are cancelled
+    /// (their events stay pending for a resume). The first reason is kept.
+    fn halt(&self, error: String) {
+        lock(&self.halted).get_or_insert(error);
+        self.control_tx.send_modify(|c| *c = Control::Cancel);
+    }
+
+    fn halted(&self) -> Option<String> {
+        lock(&self.halted).clone()
+    }
+}
+
+/// The delivery tasks in flight, with the events each carries, so a task that dies
+/// (panics) has its events counted as failed instead of being lost.
+struct Workers {
+    tasks: JoinSet<()>,
+    inflight: std::collections::HashMap<tokio::task::Id, (u64, Vec<usize>)>,
+}
+
+impl Workers {
+    fn spawn(
+        &mut self,
+        ctx: &Arc<Ctx>,
+        request_no: u64,
+        permit: tokio::sync::OwnedSemaphorePermit,
+        req: RenderedRequest,
+    ) {
+        let events = req.events.clone();
+        let ctx = ctx.clone();
+        let h = self.tasks.spawn(async move {
+            // The slot is held until the outcome is committed to the history.
+            let _permit = permit;
+            deliver(&ctx, request_no, req).await;
+        });
+        self.inflight.insert(h.id(), (request_no, events));
+    }
+
+    async fn reap_ready(&mut self, ctx: &Ctx) {
+        while let Some(r) = self.tasks.try_join_next_with_id() {
+            self.reaped(ctx, r).await;
+        }
+    }
+
+    async fn join_all(&mut self, ctx: &Ctx) {
+        while let Some(r) = self.tasks.join_next_with_id().await {
+            self.reaped(ctx, r).await;
+        }
+    }
+
+    async fn reaped(
+        &mut self,
+        ctx: &Ctx,
+        r: Result<(tokio::task::Id, ()), tokio::task::JoinError>,
+    ) {
+        match r {
+            Ok((id, ())) => {
+                self.inflight.remove(&id);
+            }
+            Err(e) => {
+                if let Some((request_no, events)) = self.inflight.remove(&e.id()) {
+                    worker_died(ctx, request_no, events).await;
+                }
+            }
+        }
+    }
+}
+
+/// A delivery task panicked: its events count as failed (recorded so), and the job
+/// goes on; it ends `failed`.
+async fn worker_died(ctx: &Ctx, request_no: u64, events: Vec<usize>) {
+    let o = Outcome {
+        request_no,
+        request: String::new(),
+        status: None,
+        attempts: 0,
+        outcome: OutcomeKind::Failed,
+        error: Some(format!(
+            "internal error: the task delivering request {request_no} stopped unexpectedly (a bug); its events count as failed"
+        )),
+        latency_ms: 0.0,
+        idempotency_key: String::new(),
+        events,
+    };
+    if let Err(e) = ctx.env.log.events_done(&ctx.job, &o.events, &o).await {
+        ctx.halt(e);
+    }
+    {
+        let mut t = lock(&ctx.tally);
+        t.stats.failed += 1;
+        t.stats.failed_events += o.events.len() as u64;
+    }
+    ctx.report.outcome(&ctx.job, &o);
+}
+
+/// Await a commit off the delivery path; a failure stops the job.
+fn track(acks: &mut JoinSet<()>, ctx: &Arc<Ctx>, c: Commit) {
+    let ctx = ctx.clone();
+    acks.spawn(async move {
+        if let Err(e) = c.await {
+            ctx.halt(e);
+        }
+    });
+    while acks.try_join_next().is_some() {}
+}
+
+/// Run a job to the end (or until cancelled). Returns the final stats, or why the job
+/// stopped by itself (its history could not be written).
 pub async fn run_job(
     spec: JobSpec,
     env: Arc<JobEnv>,
@@ -275,14 +457,26 @@ pub async fn run_job(
         .only
         .clone()
         .unwrap_or_else(|| (0..spec.events.len()).collect());
-    if spec.create {
-        env.log.job_started(
-            &spec.job,
-            &spec.destination.name,
-            &spec.source,
-            spec.events.len(),
-        );
-    }
+    // Nothing is sent before the job is on record: a history that cannot be written
+    // fails the job here.
+    let recorded = if spec.create {
+        let mut fingerprint = spec.fingerprint.clone();
+        fingerprint
+            .destination_sha256
+            .get_or_insert_with(|| destination_digest(&spec.destination));
+        env.log.job_started(&NewJob {
+            job: spec.job.clone(),
+            destination: spec.destination.name.clone(),
+            source: spec.source.clone(),
+            total_events: spec.events.len(),
+            fingerprint,
+        })
+    } else {
+        env.log.job_resumed(&spec.job)
+    };
+    recorded
+        .await
+        .map_err(|e| format!("job {}: nothing sent: {e}", spec.job))?;
     let tally = Arc::new(Mutex::new(Tally {
         stats: JobStats {
             events: indices.len() as u64,
@@ -291,6 +485,7 @@ pub async fn run_job(
         hist: Histogram::default(),
         started: Instant::now(),
     }));
+    let (control_tx, own_control) = watch::channel(*control.borrow());
     let ctx = Arc::new(Ctx {
         job: spec.job.clone(),
         compiled: Arc::new(compiled),
@@ -298,127 +493,182 @@ pub async fn run_job(
         report: report.clone(),
         tally: tally.clone(),
         limiter: policy.rate_limit.and_then(RateLimiter::new),
-        control: control.clone(),
+        control: own_control.clone(),
+        control_tx,
+        halted: Mutex::new(None),
     });
+    // The caller's Pause/Resume/Cancel, unless the job has halted by itself.
+    let forward = {
+        let (mut ext, ctx) = (control.clone(), ctx.clone());
+        tokio::spawn(async move {
+            loop {
+                let c = *ext.borrow_and_update();
+                ctx.control_tx.send_if_modified(|cur| {
+                    if *cur == c || lock(&ctx.halted).is_some() {
+                        false
+                    } else {
+                        *cur = c;
+                        true
+                    }
+                });
+                if ext.changed().await.is_err() {
+                    break;
+                }
+            }
+        })
+    };
 
-    // Progress a few times a second until the job ends.
+    // Progress a few times a second, a heartbeat every two seconds, until the job ends.
     let ticker = {
-        let (tally, report, job) = (tally.clone(), report.clone(), spec.job.clone());
+        let (tally, report, job, log) = (
+            tally.clone(),
+            report.clone(),
+            spec.job.clone(),
+            env.log.clone(),
+        );
         tokio::spawn(async move {
             let mut iv = tokio::time::interval(Duration::from_millis(250));
             iv.tick().await;
-            loop {
+            for tick in 1u64.. {
                 iv.tick().await;
                 let s = lock(&tally).snapshot();
                 report.progress(&job, &s);
+                if tick % 8 == 0 {
+                    log.heartbeat(&job);
+                }
             }
         })
     };
 
     let render_ctx = RenderCtx::new(env.secrets.clone());
     let sem = Arc::new(Semaphore::new(policy.concurrency.max(1)));
-    let mut tasks = JoinSet::new();
+    let mut workers = Workers {
+        tasks: JoinSet::new(),
+        inflight: std::collections::HashMap::new(),
+    };
+    let mut acks = JoinSet::new();
     let mut batcher = Batcher::new(spec.destination.batching.as_ref());
-    let mut control_rx = control.clone();
+    let mut control_rx = own_control.clone();
     let mut request_no = 0u64;
     let mut cancelled = false;
     let mut skipped = Vec::new();
-
-    let spawn_batches =
-        async |batches: Vec<Batch>, tasks: &mut JoinSet<()>, request_no: &mut u64| -> bool {
-            for b in batches {
-                let idx: Vec<usize> = b.events.iter().map(|e| e.index).collect();
-                let req = match ctx.compiled.finish(b, &render_ctx) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        fail_unsent(&ctx, &idx, &e.to_string());
-                        continue;
-                    }
-                };
-                let Ok(permit) = sem.clone().acquire_owned().await else {
-                    return false;
-                };
-                *request_no += 1;
-                let (ctx, n) = (ctx.clone(), *request_no);
-                tasks.spawn(async move {
-                    let _permit = permit;
-                    deliver(&ctx, n, req).await;
-                });
-                while tasks.try_join_next().is_some() {}
-            }
-            true
-        };
+    let mut spawner = BatchSpawner {
+        ctx: &ctx,
+        sem: &sem,
+        render_ctx: &render_ctx,
+        request_no: &mut request_no,
+    };
 
     for i in indices {
         if !gate(&mut control_rx).await {
             cancelled = true;
             break;
         }
-        // Events held as text may skip parsing entirely (see `prepare_text`).
-        let prepared = match spec
-            .events
-            .text(i)
-            .and_then(|t| ctx.compiled.prepare_text(i, t))
-        {
-            Some(p) => Ok(Prepared::Ready(Box::new(p))),
-            None => match spec.events.get(i) {
-                None => continue,
-                Some(Err(e)) => {
-                    fail_unsent(&ctx, &[i], &e);
-                    continue;
-                }
-                Some(Ok(std::borrow::Cow::Owned(v))) => {
-                    ctx.compiled.prepare_shared(i, &Arc::new(v), &render_ctx)
-                }
-                Some(Ok(std::borrow::Cow::Borrowed(v))) => ctx.compiled.prepare(i, v, &render_ctx),
-            },
+        // The same entry point the preview uses: the bytes sent are the bytes shown.
+        let Some(prepared) = ctx.compiled.prepare_event(&spec.events, i, &render_ctx) else {
+            continue;
         };
         match prepared {
             Ok(Prepared::Skipped(_)) => {
                 lock(&tally).stats.skipped += 1;
                 skipped.push(i);
                 if skipped.len() >= 1024 {
-                    env.log
+                    let c = env
+                        .log
                         .events_skipped(&spec.job, &std::mem::take(&mut skipped));
+                    track(&mut acks, &ctx, c);
                 }
             }
             Ok(Prepared::Ready(p)) => match batcher.push(*p) {
                 Ok(done) => {
-                    if !spawn_batches(done, &mut tasks, &mut request_no).await {
+                    if !spawner.spawn(done, &mut workers, &mut acks).await {
                         break;
                     }
                 }
-                Err((idx, msg)) => fail_unsent(
+                Err((idx, msg)) => track(
+                    &mut acks,
                     &ctx,
-                    &[idx],
-                    &format!("destination \"{}\": {msg}", spec.destination.name),
+                    fail_unsent(
+                        &ctx,
+                        &[idx],
+                        &format!("destination \"{}\": {msg}", spec.destination.name),
+                    ),
                 ),
             },
-            Err(e) => fail_unsent(&ctx, &[i], &e.to_string()),
+            Err(e) => track(&mut acks, &ctx, fail_unsent(&ctx, &[i], &e.to_string())),
         }
     }
     if !skipped.is_empty() {
-        env.log.events_skipped(&spec.job, &skipped);
+        track(&mut acks, &ctx, env.log.events_skipped(&spec.job, &skipped));
     }
     if !cancelled {
-        spawn_batches(batcher.finish(), &mut tasks, &mut request_no).await;
+        spawner
+            .spawn(batcher.finish(), &mut workers, &mut acks)
+            .await;
     }
-    while tasks.join_next().await.is_some() {}
+    workers.join_all(&ctx).await;
+    while acks.join_next().await.is_some() {}
     ticker.abort();
-    let cancelled = cancelled || *control.borrow() == Control::Cancel;
+    forward.abort();
     let stats = lock(&tally).snapshot();
-    env.log.job_finished(
-        &spec.job,
-        if cancelled {
-            "cancelled"
-        } else if stats.failed > 0 || stats.render_errors > 0 {
-            "failed"
-        } else {
-            "done"
-        },
-    );
     report.progress(&spec.job, &stats);
+    if let Some(e) = ctx.halted() {
+        // The job stays `running` in the history (its heartbeat stops), so it shows
+        // as interrupted and resumable; nothing more is written to a failing database.
+        return Err(format!(
+            "job {} stopped: {e}; --resume {} sends again what is not recorded as delivered (at most the requests that were in flight)",
+            spec.job, spec.job
+        ));
+    }
+    let cancelled = cancelled || *control.borrow() == Control::Cancel;
+    let end = if cancelled {
+        "cancelled"
+    } else if stats.failed > 0 || stats.render_errors > 0 {
+        "failed"
+    } else {
+        "done"
+    };
+    env.log
+        .job_finished(&spec.job, end)
+        .await
+        .map_err(|e| format!("job {}: cannot record that it ended {end}: {e}", spec.job))?;
     Ok(stats)
+}
+
+/// Turns finished batches into requests and starts each when a slot is free.
+struct BatchSpawner<'a> {
+    ctx: &'a Arc<Ctx>,
+    sem: &'a Arc<Semaphore>,
+    render_ctx: &'a RenderCtx,
+    request_no: &'a mut u64,
+}
+
+impl BatchSpawner<'_> {
+    /// `false` once no more requests can start.
+    async fn spawn(
+        &mut self,
+        batches: Vec<Batch>,
+        workers: &mut Workers,
+        acks: &mut JoinSet<()>,
+    ) -> bool {
+        for b in batches {
+            let idx: Vec<usize> = b.events.iter().map(|e| e.index).collect();
+            let req = match self.ctx.compiled.finish(b, self.render_ctx) {
+                Ok(r) => r,
+                Err(e) => {
+                    track(acks, self.ctx, fail_unsent(self.ctx, &idx, &e.to_string()));
+                    continue;
+                }
+            };
+            let Ok(permit) = self.sem.clone().acquire_owned().await else {
+                return false;
+            };
+            *self.request_no += 1;
+            workers.spawn(self.ctx, *self.request_no, permit, req);
+            workers.reap_ready(self.ctx).await;
+        }
+        true
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -426,7 +676,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Events that never became a request (render error, oversized for a batch).
-fn fail_unsent(ctx: &Ctx, events: &[usize], error: &str) {
+fn fail_unsent(ctx: &Ctx, events: &[usize], error: &str) -> Commit {
     {
         let mut t = lock(&ctx.tally);
         t.stats.render_errors += events.len() as u64;
@@ -446,7 +696,7 @@ fn fail_unsent(ctx: &Ctx, events: &[usize], error: &str) {
         latency_ms: 0.0,
         idempotency_key: String::new(),
     };
-    ctx.env.log.events_done(&ctx.job, events, &o);
+    ctx.env.log.events_done(&ctx.job, events, &o)
 }
 
 enum Try {
@@ -483,11 +733,14 @@ async fn deliver(ctx: &Ctx, request_no: u64, mut req: RenderedRequest) {
     let mut last_status = None;
     let mut last_latency = Duration::ZERO;
     let (events, key) = (req.events.clone(), req.idempotency_key.clone());
-    let finish = |kind: OutcomeKind,
-                  status: Option<u16>,
-                  attempts: u32,
-                  error: Option<String>,
-                  latency: Duration| {
+    // The outcome is committed to the history before the request's slot is freed (the
+    // caller holds the permit until this returns), so a kill loses at most the
+    // requests in flight. A failed commit stops the job.
+    let finish = async |kind: OutcomeKind,
+                        status: Option<u16>,
+                        attempts: u32,
+                        error: Option<String>,
+                        latency: Duration| {
         let o = Outcome {
             request_no,
             request: summary.clone(),
@@ -499,6 +752,11 @@ async fn deliver(ctx: &Ctx, request_no: u64, mut req: RenderedRequest) {
             latency_ms: latency.as_secs_f64() * 1000.0,
             idempotency_key: key.clone(),
         };
+        if o.outcome != OutcomeKind::Cancelled
+            && let Err(e) = ctx.env.log.events_done(&ctx.job, &o.events, &o).await
+        {
+            ctx.halt(e);
+        }
         {
             let mut t = lock(&ctx.tally);
             match o.outcome {
@@ -513,9 +771,6 @@ async fn deliver(ctx: &Ctx, request_no: u64, mut req: RenderedRequest) {
                 OutcomeKind::Cancelled => {}
             }
         }
-        if o.outcome != OutcomeKind::Cancelled {
-            ctx.env.log.events_done(&ctx.job, &o.events, &o);
-        }
         ctx.report.outcome(&ctx.job, &o);
     };
     loop {
@@ -526,23 +781,21 @@ async fn deliver(ctx: &Ctx, request_no: u64, mut req: RenderedRequest) {
                 attempt,
                 Some("cancelled".into()),
                 last_latency,
-            );
+            )
+            .await;
         }
         attempt += 1;
         if let Some(l) = &ctx.limiter {
             l.wait().await;
         }
-        let result = tokio::select! {
-            r = attempt_once(ctx, request_no, attempt, &mut req) => r,
-            () = until_cancelled(control.clone()) => {
-                return finish(OutcomeKind::Cancelled, last_status, attempt, Some("cancelled".into()), last_latency);
-            }
-        };
+        // An attempt under way is let finish (its timeout bounds it): abandoning it
+        // would leave a request the receiver got but history never recorded.
+        let result = attempt_once(ctx, request_no, attempt, &mut req).await;
         lock(&ctx.tally).stats.attempts += 1;
         let (wait, reason) = match result {
             Try::Done { status, latency } => {
                 lock(&ctx.tally).hist.record(latency);
-                return finish(OutcomeKind::Delivered, Some(status), attempt, None, latency);
+                return finish(OutcomeKind::Delivered, Some(status), attempt, None, latency).await;
             }
             Try::Final {
                 error,
@@ -550,7 +803,7 @@ async fn deliver(ctx: &Ctx, request_no: u64, mut req: RenderedRequest) {
                 latency,
             } => {
                 lock(&ctx.tally).hist.record(latency);
-                return finish(OutcomeKind::Failed, status, attempt, Some(error), latency);
+                return finish(OutcomeKind::Failed, status, attempt, Some(error), latency).await;
             }
             Try::Unauthorized {
                 latency,
@@ -574,7 +827,8 @@ async fn deliver(ctx: &Ctx, request_no: u64, mut req: RenderedRequest) {
                             attempt,
                             Some(format!("HTTP 401: {body}")),
                             latency,
-                        );
+                        )
+                        .await;
                     }
                 }
             }
@@ -593,7 +847,8 @@ async fn deliver(ctx: &Ctx, request_no: u64, mut req: RenderedRequest) {
                         attempt,
                         Some(format!("{reason} (gave up after {attempt} attempts)")),
                         latency,
-                    );
+                    )
+                    .await;
                 }
                 (wait, reason)
             }
@@ -613,7 +868,8 @@ async fn deliver(ctx: &Ctx, request_no: u64, mut req: RenderedRequest) {
                 attempt,
                 Some("cancelled".into()),
                 last_latency,
-            );
+            )
+            .await;
         }
     }
 }
@@ -638,10 +894,17 @@ async fn attempt_once(ctx: &Ctx, request_no: u64, attempt: u32, req: &mut Render
                     req.set_bearer_token(&tok);
                     used_token = Some(tok);
                 }
+                Err(e) if e.fatal => {
+                    return Try::Final {
+                        error: format!("OAuth2 token: {}", e.message),
+                        status: None,
+                        latency: Duration::ZERO,
+                    };
+                }
                 Err(e) => {
                     return Try::Retry {
                         wait: backoff(policy, attempt),
-                        reason: format!("OAuth2 token: {e}"),
+                        reason: format!("OAuth2 token: {}", e.message),
                         status: None,
                         latency: Duration::ZERO,
                     };
@@ -688,13 +951,15 @@ async fn attempt_once(ctx: &Ctx, request_no: u64, attempt: u32, req: &mut Render
         Ok(mut resp) => {
             let status = resp.status().as_u16();
             log.status = Some(status);
+            // A server may echo what it was sent: keep no secret of ours from it.
             log.response_headers = resp
                 .headers()
                 .iter()
                 .map(|(n, v)| {
                     (
                         n.as_str().to_owned(),
-                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                        req.scrub(&String::from_utf8_lossy(v.as_bytes()))
+                            .into_owned(),
                     )
                 })
                 .collect();
@@ -717,8 +982,11 @@ async fn attempt_once(ctx: &Ctx, request_no: u64, attempt: u32, req: &mut Render
                 }
             }
             let latency = started.elapsed();
-            let text = snippet(&body);
-            log.response_body = body;
+            let text = req.scrub(&snippet(&body)).into_owned();
+            log.response_body = match req.scrub(&String::from_utf8_lossy(&body)) {
+                std::borrow::Cow::Borrowed(_) => body,
+                std::borrow::Cow::Owned(clean) => clean.into_bytes(),
+            };
             if (200..300).contains(&status) {
                 Try::Done { status, latency }
             } else if status == 401 && is_oauth(dest) {
@@ -766,6 +1034,8 @@ async fn attempt_once(ctx: &Ctx, request_no: u64, attempt: u32, req: &mut Render
         }
         Err(e) => {
             let latency = started.elapsed();
+            // reqwest's messages quote the URL, which may carry an API key.
+            let e = e.without_url();
             let what = if e.is_timeout() {
                 format!("timed out after {} ms", policy.timeout_ms)
             } else if e.is_connect() {
@@ -789,7 +1059,11 @@ async fn attempt_once(ctx: &Ctx, request_no: u64, attempt: u32, req: &mut Render
             }
         }
     };
-    if let Try::Retry { reason, .. } | Try::Final { error: reason, .. } = &result {
+    let mut result = result;
+    if let Try::Retry { reason, .. } | Try::Final { error: reason, .. } = &mut result {
+        if let std::borrow::Cow::Owned(clean) = req.scrub(reason) {
+            *reason = clean;
+        }
         log.error = Some(reason.clone());
     }
     log.latency_ms = started.elapsed().as_secs_f64() * 1000.0;

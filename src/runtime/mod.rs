@@ -19,7 +19,9 @@ use crate::core::events::EventList;
 use crate::core::model::{Destination, EventSet};
 use crate::core::secret::Secrets;
 use crate::store::history::HistoryWriter;
-use delivery::{Control, JobEnv, JobLog, JobReport, JobSpec, NoLog, Outcome, TokenProvider};
+use delivery::{
+    Control, JobEnv, JobFingerprint, JobLog, JobReport, JobSpec, NoLog, Outcome, TokenProvider,
+};
 use stats::JobStats;
 
 /// What the UI or CLI asks the runtime to do.
@@ -33,6 +35,9 @@ pub enum Command {
         only: Option<Vec<usize>>,
         source: String,
         resume: bool,
+        /// What a resume of this job must match (the events file's digest; the
+        /// destination's is computed by the job). `Default` records none.
+        fingerprint: JobFingerprint,
     },
     /// Replay a whole event set through a destination.
     ReplaySet {
@@ -287,6 +292,7 @@ async fn run(
                 only: None,
                 source,
                 resume: false,
+                fingerprint: JobFingerprint::default(),
             };
         }
         match cmd {
@@ -297,6 +303,7 @@ async fn run(
                 only,
                 source,
                 resume,
+                fingerprint,
             } => {
                 let (ctl, ctl_rx) = watch::channel(Control::Run);
                 jobs.insert(job.clone(), ctl);
@@ -331,11 +338,26 @@ async fn run(
                     only,
                     source,
                     create: !resume,
+                    fingerprint,
                 };
                 let report: Arc<dyn JobReport> = Arc::new(updates.clone());
                 let updates = updates.clone();
                 tasks.spawn(async move {
-                    let result = delivery::run_job(spec, env, report, ctl_rx).await;
+                    // The job runs in its own task so that, should it panic, it still
+                    // ends: `failed` in the history and a `JobFinished` with the error,
+                    // instead of a job stuck `running` and a caller waiting forever.
+                    let log = env.log.clone();
+                    let run = tokio::spawn(delivery::run_job(spec, env, report, ctl_rx));
+                    let result = match run.await {
+                        Ok(r) => r,
+                        Err(e) => {
+                            let _ = log.job_finished(&job, "failed").await;
+                            Err(format!(
+                                "job {job} stopped: internal error ({}); events not recorded as delivered are sent again by --resume {job}",
+                                if e.is_panic() { "the job panicked" } else { "the job was aborted" }
+                            ))
+                        }
+                    };
                     updates.send(Update::JobFinished { job, result });
                 });
             }

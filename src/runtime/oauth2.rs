@@ -48,7 +48,51 @@ pub enum OAuthError {
     NotOAuth(String),
     #[error("loopback redirect: {0}")]
     Loopback(String),
+    #[error("{0} (not asked again until the credentials change)")]
+    Rejected(String),
 }
+
+impl OAuthError {
+    /// Asking again cannot help: the endpoint rejected the client or the grant, or a
+    /// credential is missing. A job stops asking instead of hammering the endpoint.
+    pub fn is_final(&self) -> bool {
+        match self {
+            Self::Endpoint { status, error, .. } => {
+                matches!(status, 400 | 401 | 403)
+                    && matches!(
+                        error.as_str(),
+                        "invalid_client"
+                            | "invalid_grant"
+                            | "unauthorized_client"
+                            | "unsupported_grant_type"
+                            | "invalid_scope"
+                            | "invalid_request"
+                    )
+            }
+            Self::Transport { .. } | Self::Timeout(_) | Self::Loopback(_) => false,
+            _ => true,
+        }
+    }
+}
+
+/// Run a keyring call off the async workers (it may block on D-Bus).
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, SecretError> + Send + 'static,
+) -> Result<T, OAuthError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| {
+            OAuthError::Secret(SecretError::Store {
+                name: "keyring".into(),
+                message: format!("the keyring call did not complete: {e}"),
+            })
+        })?
+        .map_err(OAuthError::Secret)
+}
+
+/// The longest lifetime a token's `expires_in` is taken at (a year): larger values,
+/// up to `u64::MAX`, would overflow the clock.
+const MAX_LIFETIME: Duration = Duration::from_hours(365 * 24);
 
 /// What a token endpoint gave us.
 #[derive(Debug, Clone)]
@@ -127,15 +171,24 @@ async fn token_request(
     let bytes = resp.bytes().await.map_err(transport)?;
     let json: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     if !(200..300).contains(&status) {
+        // An endpoint may echo what it was sent (the client secret, a refresh token, the
+        // code): none of it may reach a message.
+        let mut sent: Vec<Secret> = client_secret.into_iter().cloned().collect();
+        sent.extend(
+            form.iter()
+                .filter(|(k, _)| matches!(*k, "refresh_token" | "code" | "code_verifier"))
+                .map(|(_, v)| Secret::new(v.clone())),
+        );
+        let clean = |t: &str| crate::core::redact::scrub(t, &sent).into_owned();
         let error = json["error"].as_str().map_or_else(
-            || String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned(),
-            str::to_owned,
+            || clean(&String::from_utf8_lossy(&bytes[..bytes.len().min(200)])),
+            clean,
         );
         return Err(OAuthError::Endpoint {
             url: url.to_owned(),
             status,
             error,
-            description: json["error_description"].as_str().map(str::to_owned),
+            description: json["error_description"].as_str().map(clean),
         });
     }
     let access = json["access_token"]
@@ -149,7 +202,7 @@ async fn token_request(
         expires_in: json["expires_in"]
             .as_u64()
             .or_else(|| json["expires_in"].as_str().and_then(|s| s.parse().ok()))
-            .map(Duration::from_secs),
+            .map(|s| Duration::from_secs(s).min(MAX_LIFETIME)),
         refresh_token: json["refresh_token"].as_str().map(Secret::new),
         scope: json["scope"].as_str().map(str::to_owned),
     })
@@ -162,6 +215,8 @@ async fn token_request(
 struct SlotInner {
     cached: Mutex<Option<Cached>>,
     fetching: tokio::sync::Mutex<()>,
+    /// The endpoint rejected these credentials (by fingerprint): do not ask again.
+    rejected: Mutex<Option<([u8; 32], String)>>,
 }
 
 type Slot = Arc<SlotInner>;
@@ -169,6 +224,12 @@ type Slot = Arc<SlotInner>;
 impl SlotInner {
     fn cached(&self) -> std::sync::MutexGuard<'_, Option<Cached>> {
         self.cached
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn rejected(&self) -> std::sync::MutexGuard<'_, Option<([u8; 32], String)>> {
+        self.rejected
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -198,7 +259,7 @@ pub struct TokenCache {
 const DEFAULT_LIFETIME: Duration = Duration::from_hours(1);
 
 fn stale_at(lifetime: Option<Duration>) -> Instant {
-    let life = lifetime.unwrap_or(DEFAULT_LIFETIME);
+    let life = lifetime.unwrap_or(DEFAULT_LIFETIME).min(MAX_LIFETIME);
     // Refresh 30 s early, or 10 % of a short lifetime, whichever is smaller.
     let margin = Duration::from_secs(30).min(life / 10);
     Instant::now() + life.saturating_sub(margin)
@@ -257,7 +318,20 @@ impl TokenCache {
         if let Some(t) = slot.fresh() {
             return Ok(t);
         }
-        let set = fetch(key, auth, client, secrets).await?;
+        let fp = fingerprint(auth, secrets).await?;
+        if let Some((f, msg)) = &*slot.rejected()
+            && *f == fp
+        {
+            return Err(OAuthError::Rejected(msg.clone()));
+        }
+        let set = match fetch(key, auth, client, secrets).await {
+            Ok(set) => set,
+            Err(e) if e.is_final() => {
+                *slot.rejected() = Some((fp, e.to_string()));
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
         let token = set.access_token.clone();
         *slot.cached() = Some(Cached {
             token: token.clone(),
@@ -267,11 +341,32 @@ impl TokenCache {
     }
 
     fn store(&self, key: &str, set: &TokenSet) {
+        *self.slot(key).rejected() = None;
         *self.slot(key).cached() = Some(Cached {
             token: set.access_token.clone(),
             stale_at: stale_at(set.expires_in),
         });
     }
+}
+
+/// What identifies a set of credentials: the settings and the client secret.
+async fn fingerprint(auth: &Auth, secrets: &Secrets) -> Result<[u8; 32], OAuthError> {
+    let name = match auth {
+        Auth::Oauth2ClientCredentials { client_secret, .. } => Some(client_secret.clone()),
+        Auth::Oauth2AuthorizationCode { client_secret, .. } => client_secret.clone(),
+        _ => None,
+    };
+    let value = match name {
+        Some(n) => {
+            let s = secrets.clone();
+            blocking(move || s.get(&n).map(Some)).await?
+        }
+        None => None,
+    };
+    let mut h = sha2::Sha256::new();
+    h.update(serde_json::to_vec(auth).unwrap_or_default());
+    h.update(value.as_ref().map_or("", Secret::expose).as_bytes());
+    Ok(h.finalize().into())
 }
 
 /// Fetch a new token: client credentials, or the refresh-token grant for the
@@ -291,7 +386,10 @@ async fn fetch(
             audience,
             client_auth,
         } => {
-            let secret = secrets.get(client_secret)?;
+            let secret = {
+                let (s, n) = (secrets.clone(), client_secret.clone());
+                blocking(move || s.get(&n)).await?
+            };
             let mut form = vec![("grant_type", "client_credentials".to_owned())];
             if !scopes.is_empty() {
                 form.push(("scope", scopes.join(" ")));
@@ -318,13 +416,20 @@ async fn fetch(
             refresh_token_secret,
             ..
         } => {
-            let Some(refresh) = secrets.source().get(refresh_token_secret)? else {
+            let refresh = {
+                let (s, n) = (secrets.clone(), refresh_token_secret.clone());
+                blocking(move || s.source().get(&n)).await?
+            };
+            let Some(refresh) = refresh else {
                 return Err(OAuthError::NotAuthorized(key.to_owned()));
             };
-            let secret = client_secret
-                .as_deref()
-                .map(|s| secrets.get(s))
-                .transpose()?;
+            let secret = match client_secret.clone() {
+                Some(n) => {
+                    let s = secrets.clone();
+                    Some(blocking(move || s.get(&n)).await?)
+                }
+                None => None,
+            };
             let mut form = vec![
                 ("grant_type", "refresh_token".to_owned()),
                 ("refresh_token", refresh.expose().to_owned()),
@@ -341,8 +446,9 @@ async fn fetch(
                 secret.as_ref(),
             )
             .await?;
-            if let Some(rotated) = &set.refresh_token {
-                secrets.source().set(refresh_token_secret, rotated)?;
+            if let Some(rotated) = set.refresh_token.clone() {
+                let (s, n) = (secrets.clone(), refresh_token_secret.clone());
+                blocking(move || s.source().set(&n, &rotated)).await?;
             }
             Ok(set)
         }
@@ -382,10 +488,19 @@ pub async fn authorize(
     else {
         return Err(OAuthError::NotOAuth(key.to_owned()));
     };
-    let client_secret = client_secret
-        .as_deref()
-        .map(|s| secrets.get(s))
-        .transpose()?;
+    // The refresh token must be kept: without a keyring, say so before the browser
+    // step spends the user's consent and the code.
+    {
+        let s = secrets.clone();
+        blocking(move || s.source().writable()).await?;
+    }
+    let client_secret = match client_secret.clone() {
+        Some(n) => {
+            let s = secrets.clone();
+            Some(blocking(move || s.get(&n)).await?)
+        }
+        None => None,
+    };
     // Bind first, so the redirect URI names a port that is really ours.
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", *redirect_port))
         .await
@@ -488,8 +603,9 @@ pub async fn authorize(
             client_secret.as_ref(),
         )
         .await?;
-        if let Some(r) = &set.refresh_token {
-            secrets.source().set(refresh_token_secret, r)?;
+        if let Some(r) = set.refresh_token.clone() {
+            let (s, n) = (secrets.clone(), refresh_token_secret.clone());
+            blocking(move || s.source().set(&n, &r)).await?;
         }
         cache.store(key, &set);
         Ok(set)
@@ -519,7 +635,10 @@ impl TokenProvider for OAuthTokens {
                     &self.secrets,
                 )
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(|e| super::delivery::TokenError {
+                    fatal: e.is_final(),
+                    message: e.to_string(),
+                })
         })
     }
     fn invalidate(&self, destination: &Destination, rejected: &Secret) {

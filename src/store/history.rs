@@ -12,15 +12,29 @@
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::runtime::delivery::{AttemptLog, JobLog, Outcome, OutcomeKind};
+use crate::runtime::delivery::{AttemptLog, Commit, JobLog, NewJob, Outcome, OutcomeKind};
 
 /// Response bodies are kept up to this size.
 pub const MAX_BODY: usize = 64 * 1024;
 
-const SCHEMA_VERSION: i64 = 1;
+/// The most events a job can have: every event takes at least two bytes (`{}`) of
+/// an events file, and files are capped at 2 GiB. A count above this in the
+/// database is damage, reported as such — never a size to allocate by.
+pub const MAX_JOB_EVENTS: u64 = crate::core::import::MAX_IMPORT_BYTES / 2;
+
+/// A `running` job whose heartbeat is older than this is no longer running: its
+/// process died (crash, `kill -9`, power loss).
+pub const STALE_AFTER: Duration = Duration::from_secs(10);
+
+/// How long a write waits for another connection's lock before it fails.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// 1: jobs, events, attempts, captures. 2: job fingerprints, pid and heartbeat.
+const SCHEMA_VERSION: i64 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HistoryError {
@@ -29,6 +43,9 @@ pub enum HistoryError {
         path: String,
         source: rusqlite::Error,
     },
+    /// A value in the database that cannot be right (a damaged or tampered file).
+    #[error("history database {path}: {what}")]
+    Damaged { path: String, what: String },
     #[error("history: {0}")]
     Other(String),
 }
@@ -46,14 +63,13 @@ pub struct CaptureRecord {
     pub signature: Option<bool>,
 }
 
+/// Told once the transaction holding a record has committed, or why it failed.
+type Ack = tokio::sync::oneshot::Sender<Result<(), String>>;
+
 /// What the writer thread is asked to do.
 enum Record {
-    JobCreated {
-        job: String,
-        destination: String,
-        source: String,
-        total: usize,
-    },
+    JobCreated(Box<NewJob>, Ack),
+    JobResumed(String, Ack),
     Events {
         job: String,
         ranges: Vec<(usize, usize)>,
@@ -61,21 +77,26 @@ enum Record {
         attempts: u32,
         status: Option<u16>,
         error: Option<String>,
+        ack: Ack,
     },
     Attempt(Box<AttemptLog>),
     Capture(Box<CaptureRecord>),
     JobFinished {
         job: String,
         state: String,
+        ack: Ack,
     },
+    Heartbeat(String),
     Flush(mpsc::SyncSender<()>),
 }
 
-/// Queues records for the writer thread. Cheap to clone; never blocks.
+/// Queues records for the writer thread. Cheap to clone; never blocks. Records a
+/// resume depends on come with a [`Commit`] that resolves once they are committed.
 #[derive(Clone)]
 pub struct HistoryWriter {
     tx: mpsc::Sender<Record>,
     error: Arc<Mutex<Option<String>>>,
+    path: Arc<str>,
 }
 
 /// The history database: a writer thread plus a read connection.
@@ -91,8 +112,7 @@ fn open_conn(path: &Path) -> Result<Connection, HistoryError> {
         source,
     };
     let c = Connection::open(path).map_err(err)?;
-    c.busy_timeout(std::time::Duration::from_secs(10))
-        .map_err(err)?;
+    c.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
     c.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
     // NORMAL in WAL mode: a commit survives the process dying; only an OS crash can lose the last ones.
     c.pragma_update(None, "synchronous", "NORMAL")
@@ -100,12 +120,56 @@ fn open_conn(path: &Path) -> Result<Connection, HistoryError> {
     Ok(c)
 }
 
-fn migrate(c: &Connection, path: &Path) -> Result<(), HistoryError> {
+/// The directory is created private (0700) and the database, its `-wal` and `-shm`
+/// files are owner-only (0600): they hold request headers and response bodies.
+fn prepare_files(path: &Path) -> Result<(), HistoryError> {
+    let other = |what: &str, p: &Path, e: std::io::Error| {
+        HistoryError::Other(format!("cannot {what} {}: {e}", p.display()))
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.exists()
+    {
+        let mut b = std::fs::DirBuilder::new();
+        b.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+        b.create(dir).map_err(|e| other("create", dir, e))?;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| other("create", path, e))?;
+        // SQLite gives -wal and -shm the database file's mode; tighten any left wider.
+        for suffix in ["", "-wal", "-shm"] {
+            let mut p = path.as_os_str().to_owned();
+            p.push(suffix);
+            let p = PathBuf::from(p);
+            if let Ok(m) = std::fs::metadata(&p)
+                && m.permissions().mode() & 0o077 != 0
+            {
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))
+                    .map_err(|e| other("make owner-only", &p, e))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn migrate(c: &mut Connection, path: &Path) -> Result<(), HistoryError> {
     let err = |source| HistoryError::Sqlite {
         path: path.display().to_string(),
         source,
     };
-    let v: i64 = c
+    // IMMEDIATE: two processes opening an old database at once migrate it once.
+    let tx = c
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(err)?;
+    let v: i64 = tx
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .map_err(err)?;
     if v > SCHEMA_VERSION {
@@ -115,9 +179,8 @@ fn migrate(c: &Connection, path: &Path) -> Result<(), HistoryError> {
         )));
     }
     if v < 1 {
-        c.execute_batch(
-            "BEGIN;
-             CREATE TABLE IF NOT EXISTS jobs(
+        tx.execute_batch(
+            "CREATE TABLE IF NOT EXISTS jobs(
                 id TEXT PRIMARY KEY, destination TEXT NOT NULL, source TEXT NOT NULL,
                 total_events INTEGER NOT NULL, created_at TEXT NOT NULL, finished_at TEXT, state TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS job_events(
@@ -131,13 +194,26 @@ fn migrate(c: &Connection, path: &Path) -> Result<(), HistoryError> {
              CREATE INDEX IF NOT EXISTS attempts_job ON attempts(job_id, request_no);
              CREATE TABLE IF NOT EXISTS captures(
                 id INTEGER PRIMARY KEY, at TEXT NOT NULL, method TEXT NOT NULL, path TEXT NOT NULL, query TEXT NOT NULL,
-                headers TEXT NOT NULL, body BLOB NOT NULL, signature TEXT);
-             PRAGMA user_version = 1;
-             COMMIT;",
+                headers TEXT NOT NULL, body BLOB NOT NULL, signature TEXT);",
         )
         .map_err(err)?;
     }
-    Ok(())
+    if v < 2 {
+        // Jobs recorded before version 2 have no fingerprint (a resume says it cannot
+        // check) and no heartbeat (a `running` one counts as interrupted).
+        tx.execute_batch(
+            "ALTER TABLE jobs ADD COLUMN events_sha256 TEXT;
+             ALTER TABLE jobs ADD COLUMN destination_sha256 TEXT;
+             ALTER TABLE jobs ADD COLUMN pid INTEGER;
+             ALTER TABLE jobs ADD COLUMN heartbeat_at TEXT;",
+        )
+        .map_err(err)?;
+    }
+    if v < SCHEMA_VERSION {
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(err)?;
+    }
+    tx.commit().map_err(err)
 }
 
 fn now() -> String {
@@ -156,27 +232,99 @@ pub fn ranges(idx: &[usize]) -> Vec<(usize, usize)> {
     out
 }
 
+/// Sorted, disjoint, non-adjacent inclusive ranges covering the same indices.
+fn merge(mut v: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    v.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::with_capacity(v.len());
+    for (a, b) in v {
+        match out.last_mut() {
+            Some((_, last)) if a <= last.saturating_add(1) => *last = (*last).max(b),
+            _ => out.push((a, b)),
+        }
+    }
+    out
+}
+
+/// `a` minus `b`, both merged.
+fn subtract(a: &[(u64, u64)], b: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    let mut j = 0;
+    for &(mut lo, hi) in a {
+        while j < b.len() && b[j].1 < lo {
+            j += 1;
+        }
+        let mut k = j;
+        while lo <= hi {
+            match b.get(k) {
+                Some(&(blo, bhi)) if blo <= hi => {
+                    if blo > lo {
+                        out.push((lo, blo - 1));
+                    }
+                    if bhi >= hi {
+                        break;
+                    }
+                    lo = bhi + 1;
+                    k += 1;
+                }
+                _ => {
+                    out.push((lo, hi));
+                    break;
+                }
+            }
+        }
+    }
+    out
+}
+
+fn count(v: &[(u64, u64)]) -> u64 {
+    v.iter()
+        .fold(0u64, |n, (a, b)| n.saturating_add(b - a).saturating_add(1))
+}
+
+/// Where a job's events stand, each event counted once by its latest state: an
+/// event that failed and was delivered by a resume counts as delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct JobCounts {
+    pub total: u64,
+    pub delivered: u64,
+    pub failed: u64,
+    pub skipped: u64,
+    /// Never reached a final state (not yet sent, in flight at a crash, cancelled).
+    pub pending: u64,
+}
+
+/// A job's event states as merged index ranges.
+struct EventStates {
+    total: u64,
+    delivered: Vec<(u64, u64)>,
+    failed: Vec<(u64, u64)>,
+    skipped: Vec<(u64, u64)>,
+}
+
+const JOB_COLUMNS: &str = "id, destination, source, total_events, state, created_at, finished_at, events_sha256, destination_sha256, pid, heartbeat_at";
+
 impl History {
     /// Open (creating if needed) the database at `path`.
     pub fn open(path: &Path) -> Result<Self, HistoryError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                HistoryError::Other(format!("cannot create {}: {e}", dir.display()))
-            })?;
-        }
-        let write = open_conn(path)?;
-        migrate(&write, path)?;
+        prepare_files(path)?;
+        let mut write = open_conn(path)?;
+        migrate(&mut write, path)?;
         let reader = open_conn(path)?;
         let (tx, rx) = mpsc::channel();
         let error = Arc::new(Mutex::new(None));
-        let (err2, p2) = (error.clone(), path.to_path_buf());
+        let shown: Arc<str> = path.display().to_string().into();
+        let (err2, p2) = (error.clone(), shown.clone());
         std::thread::Builder::new()
             .name("hookline-history".into())
             .spawn(move || writer_loop(write, &rx, &err2, &p2))
             .map_err(|e| HistoryError::Other(format!("cannot start the history writer: {e}")))?;
         Ok(Self {
             path: path.to_path_buf(),
-            writer: HistoryWriter { tx, error },
+            writer: HistoryWriter {
+                tx,
+                error,
+                path: shown,
+            },
             reader: Mutex::new(reader),
         })
     }
@@ -214,63 +362,197 @@ impl History {
         })
     }
 
-    /// `(destination, source, total events, state)` of a job.
-    pub fn job(&self, job: &str) -> Result<Option<JobInfo>, HistoryError> {
-        self.read(|c| {
-            c.query_row("SELECT destination, source, total_events, state, created_at FROM jobs WHERE id = ?1", [job], |r| {
-                Ok(JobInfo { id: job.to_owned(), destination: r.get(0)?, source: r.get(1)?, total_events: r.get::<_, i64>(2)? as usize, state: r.get(3)?, created_at: r.get(4)? })
-            })
-            .optional()
+    fn damaged(&self, what: String) -> HistoryError {
+        HistoryError::Damaged {
+            path: self.path.display().to_string(),
+            what,
+        }
+    }
+
+    /// A job row, its counts checked: an absurd `total_events` is an error, not a size.
+    fn job_info(&self, r: RawJob) -> Result<JobInfo, HistoryError> {
+        let total = u64::try_from(r.total_events)
+            .ok()
+            .filter(|t| *t <= MAX_JOB_EVENTS)
+            .and_then(|t| usize::try_from(t).ok())
+            .ok_or_else(|| {
+                self.damaged(format!(
+                    "job {}: total_events {} is out of range (0 to {MAX_JOB_EVENTS})",
+                    r.id, r.total_events
+                ))
+            })?;
+        let heartbeat = r
+            .heartbeat_at
+            .clone()
+            .unwrap_or_else(|| r.created_at.clone());
+        let stale = chrono::DateTime::parse_from_rfc3339(&heartbeat).map_or(true, |t| {
+            chrono::Utc::now().signed_duration_since(t)
+                > chrono::Duration::from_std(STALE_AFTER).unwrap_or_default()
+        });
+        let pid = r.pid.and_then(|p| u32::try_from(p).ok());
+        Ok(JobInfo {
+            interrupted: r.state == "running" && (stale || pid.is_some_and(process_gone)),
+            id: r.id,
+            destination: r.destination,
+            source: r.source,
+            total_events: total,
+            state: r.state,
+            created_at: r.created_at,
+            finished_at: r.finished_at,
+            events_sha256: r.events_sha256,
+            destination_sha256: r.destination_sha256,
+            pid,
+            heartbeat_at: r.heartbeat_at,
         })
+    }
+
+    fn jobs_where(
+        &self,
+        clause: &str,
+        p: impl rusqlite::Params,
+    ) -> Result<Vec<JobInfo>, HistoryError> {
+        let raw: Vec<RawJob> = self.read(|c| {
+            let mut st = c.prepare(&format!("SELECT {JOB_COLUMNS} FROM jobs {clause}"))?;
+            let rows = st.query_map(p, RawJob::from_row)?;
+            rows.collect()
+        })?;
+        raw.into_iter().map(|r| self.job_info(r)).collect()
+    }
+
+    /// A job's record, `None` if there is no such job.
+    pub fn job(&self, job: &str) -> Result<Option<JobInfo>, HistoryError> {
+        let raw = self.read(|c| {
+            c.query_row(
+                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
+                [job],
+                RawJob::from_row,
+            )
+            .optional()
+        })?;
+        raw.map(|r| self.job_info(r)).transpose()
     }
 
     pub fn recent_jobs(&self, limit: usize) -> Result<Vec<JobInfo>, HistoryError> {
-        self.read(|c| {
-            let mut st = c.prepare("SELECT id, destination, source, total_events, state, created_at FROM jobs ORDER BY created_at DESC LIMIT ?1")?;
-            let rows = st.query_map([limit as i64], |r| {
-                Ok(JobInfo { id: r.get(0)?, destination: r.get(1)?, source: r.get(2)?, total_events: r.get::<_, i64>(3)? as usize, state: r.get(4)?, created_at: r.get(5)? })
-            })?;
-            rows.collect()
-        })
+        self.jobs_where(
+            "ORDER BY created_at DESC LIMIT ?1",
+            [i64::try_from(limit).unwrap_or(i64::MAX)],
+        )
     }
 
-    /// Indices of a job's events that are not delivered (nor skipped by the trigger):
-    /// what a resume must send.
-    pub fn undelivered(&self, job: &str) -> Result<Vec<usize>, HistoryError> {
+    /// Jobs that a resume can finish, newest first: those that ended `failed` or
+    /// `cancelled`, and those still `running` in the database whose process is gone
+    /// (no heartbeat for [`STALE_AFTER`]: a crash or `kill -9`). A job running now
+    /// in another process is not listed.
+    pub fn resumable_jobs(&self, limit: usize) -> Result<Vec<JobInfo>, HistoryError> {
+        let mut out = self.jobs_where(
+            "WHERE state IN ('failed', 'cancelled', 'running') ORDER BY created_at DESC",
+            [],
+        )?;
+        out.retain(|j| j.state != "running" || j.interrupted);
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    fn states(&self, job: &str) -> Result<EventStates, HistoryError> {
         let Some(info) = self.job(job)? else {
             return Err(HistoryError::Other(format!(
                 "no job \"{job}\" in {}",
                 self.path.display()
             )));
         };
-        let done: Vec<(i64, i64)> = self.read(|c| {
-            let mut st = c.prepare("SELECT first, last FROM job_events WHERE job_id = ?1 AND state IN ('delivered', 'skipped')")?;
-            let rows = st.query_map([job], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let total = info.total_events as u64;
+        let rows: Vec<(i64, i64, String)> = self.read(|c| {
+            let mut st =
+                c.prepare("SELECT first, last, state FROM job_events WHERE job_id = ?1")?;
+            let rows = st.query_map([job], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
             rows.collect()
         })?;
-        let mut finished = vec![false; info.total_events];
-        let last = info.total_events.saturating_sub(1);
-        for (a, b) in done {
-            let (a, b) = (a.max(0) as usize, (b.max(0) as usize).min(last));
-            if a <= b && b < finished.len() {
-                finished[a..=b].fill(true);
+        let (mut delivered, mut failed, mut skipped) = (Vec::new(), Vec::new(), Vec::new());
+        for (a, b, state) in rows {
+            // Rows outside the job (a damaged file) are ignored, never trusted as sizes.
+            let (Ok(a), Ok(b)) = (u64::try_from(a), u64::try_from(b)) else {
+                continue;
+            };
+            if total == 0 || a > b || a >= total {
+                continue;
+            }
+            let r = (a, b.min(total - 1));
+            match state.as_str() {
+                "delivered" => delivered.push(r),
+                "failed" => failed.push(r),
+                "skipped" => skipped.push(r),
+                _ => {}
             }
         }
-        Ok(finished
-            .iter()
-            .enumerate()
-            .filter(|(_, d)| !**d)
-            .map(|(i, _)| i)
+        let delivered = merge(delivered);
+        let skipped = subtract(&merge(skipped), &delivered);
+        let failed = subtract(&subtract(&merge(failed), &delivered), &skipped);
+        Ok(EventStates {
+            total,
+            delivered,
+            failed,
+            skipped,
+        })
+    }
+
+    /// Each event counted once, by its latest state (see [`JobCounts`]).
+    pub fn job_counts(&self, job: &str) -> Result<JobCounts, HistoryError> {
+        let s = self.states(job)?;
+        let (delivered, failed, skipped) =
+            (count(&s.delivered), count(&s.failed), count(&s.skipped));
+        Ok(JobCounts {
+            total: s.total,
+            delivered,
+            failed,
+            skipped,
+            pending: s
+                .total
+                .saturating_sub(delivered)
+                .saturating_sub(failed)
+                .saturating_sub(skipped),
+        })
+    }
+
+    /// What a resume must send, as inclusive index ranges: every event not delivered
+    /// nor skipped. Its size is bounded by the rows recorded, not by the job's count.
+    pub fn undelivered_ranges(&self, job: &str) -> Result<Vec<(usize, usize)>, HistoryError> {
+        let s = self.states(job)?;
+        let done = merge(s.delivered.into_iter().chain(s.skipped).collect());
+        let all = if s.total == 0 {
+            vec![]
+        } else {
+            vec![(0, s.total - 1)]
+        };
+        Ok(subtract(&all, &done)
+            .into_iter()
+            .map(|(a, b)| (a as usize, b as usize))
             .collect())
     }
 
-    /// Count of events per state for a job (`delivered`, `failed`, `skipped`).
+    /// Indices of a job's events that are not delivered (nor skipped by the trigger):
+    /// what a resume must send. One `usize` per such event: check the job's
+    /// `total_events` against the events at hand first (as `send --resume` does).
+    pub fn undelivered(&self, job: &str) -> Result<Vec<usize>, HistoryError> {
+        Ok(self
+            .undelivered_ranges(job)?
+            .into_iter()
+            .flat_map(|(a, b)| a..=b)
+            .collect())
+    }
+
+    /// Count of events per state for a job (`delivered`, `failed`, `skipped`; states
+    /// with none are left out), each event counted once by its latest state.
     pub fn event_counts(&self, job: &str) -> Result<Vec<(String, u64)>, HistoryError> {
-        self.read(|c| {
-            let mut st = c.prepare("SELECT state, SUM(last - first + 1) FROM job_events WHERE job_id = ?1 GROUP BY state ORDER BY state")?;
-            let rows = st.query_map([job], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
-            rows.collect()
-        })
+        let c = self.job_counts(job)?;
+        Ok([
+            ("delivered", c.delivered),
+            ("failed", c.failed),
+            ("skipped", c.skipped),
+        ]
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(s, n)| (s.to_owned(), n))
+        .collect())
     }
 
     /// The attempts of a job, oldest first.
@@ -280,14 +562,14 @@ impl History {
                 "SELECT request_no, attempt, method, url, request_headers, status, response_body, latency_ms, error
                  FROM attempts WHERE job_id = ?1 ORDER BY id LIMIT ?2",
             )?;
-            let rows = st.query_map(params![job, limit as i64], |r| {
+            let rows = st.query_map(params![job, i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
                 Ok(AttemptRow {
-                    request_no: r.get::<_, i64>(0)? as u64,
-                    attempt: r.get::<_, i64>(1)? as u32,
+                    request_no: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+                    attempt: u32::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
                     method: r.get(2)?,
                     url: r.get(3)?,
                     request_headers: r.get(4)?,
-                    status: r.get::<_, Option<i64>>(5)?.map(|s| s as u16),
+                    status: r.get::<_, Option<i64>>(5)?.and_then(|s| u16::try_from(s).ok()),
                     response_body: r.get(6)?,
                     latency_ms: r.get(7)?,
                     error: r.get(8)?,
@@ -305,7 +587,7 @@ impl History {
     ) -> Result<Vec<(i64, CaptureRecord)>, HistoryError> {
         self.read(|c| {
             let mut st = c.prepare("SELECT id, at, method, path, query, headers, body, signature FROM captures WHERE id > ?1 ORDER BY id LIMIT ?2")?;
-            let rows = st.query_map(params![after_id, limit as i64], |r| {
+            let rows = st.query_map(params![after_id, i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
                 let headers: String = r.get(5)?;
                 let sig: Option<String> = r.get(7)?;
                 Ok((
@@ -326,14 +608,70 @@ impl History {
     }
 }
 
+/// The process that ran a job is known to be gone (Linux: no `/proc/<pid>`), so the
+/// job was interrupted even if its last heartbeat is recent. Elsewhere only the
+/// heartbeat tells.
+fn process_gone(pid: u32) -> bool {
+    if cfg!(target_os = "linux") {
+        pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists()
+    } else {
+        false
+    }
+}
+
+/// A `jobs` row as stored, before its values are checked.
+struct RawJob {
+    id: String,
+    destination: String,
+    source: String,
+    total_events: i64,
+    state: String,
+    created_at: String,
+    finished_at: Option<String>,
+    events_sha256: Option<String>,
+    destination_sha256: Option<String>,
+    pid: Option<i64>,
+    heartbeat_at: Option<String>,
+}
+
+impl RawJob {
+    fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: r.get(0)?,
+            destination: r.get(1)?,
+            source: r.get(2)?,
+            total_events: r.get(3)?,
+            state: r.get(4)?,
+            created_at: r.get(5)?,
+            finished_at: r.get(6)?,
+            events_sha256: r.get(7)?,
+            destination_sha256: r.get(8)?,
+            pid: r.get(9)?,
+            heartbeat_at: r.get(10)?,
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobInfo {
     pub id: String,
     pub destination: String,
     pub source: String,
     pub total_events: usize,
+    /// As recorded: `running`, `done`, `failed` or `cancelled`.
     pub state: String,
     pub created_at: String,
+    pub finished_at: Option<String>,
+    /// SHA-256 of the events file (none for event sets and jobs recorded before schema 2).
+    pub events_sha256: Option<String>,
+    /// SHA-256 of the destination's settings (see `delivery::destination_digest`).
+    pub destination_sha256: Option<String>,
+    /// The process that last ran the job.
+    pub pid: Option<u32>,
+    pub heartbeat_at: Option<String>,
+    /// `running` in the database but no heartbeat for [`STALE_AFTER`]: its process
+    /// died. Resumable.
+    pub interrupted: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -352,8 +690,23 @@ pub struct AttemptRow {
 
 impl HistoryWriter {
     fn send(&self, r: Record) {
-        // The writer thread only stops when every sender is gone, so this cannot fail while we hold one.
+        // If the writer thread is gone the record is dropped with its ack, and the
+        // commit resolves as failed (see `commit`).
         let _ = self.tx.send(r);
+    }
+
+    /// A record with an acknowledgement, and the [`Commit`] that awaits it.
+    fn acked(&self, make: impl FnOnce(Ack) -> Record) -> Commit {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(make(tx));
+        let path = self.path.clone();
+        Box::pin(async move {
+            rx.await.unwrap_or_else(|_| {
+                Err(format!(
+                    "history database {path}: the history writer stopped"
+                ))
+            })
+        })
     }
 
     /// Block until everything queued so far is committed. Returns the last write error, if any.
@@ -375,55 +728,59 @@ impl HistoryWriter {
     pub fn capture(&self, c: CaptureRecord) {
         self.send(Record::Capture(Box::new(c)));
     }
+
+    fn events(
+        &self,
+        job: &str,
+        events: &[usize],
+        state: &'static str,
+        o: Option<&Outcome>,
+    ) -> Commit {
+        let mut sorted = events.to_vec();
+        sorted.sort_unstable();
+        self.acked(|ack| Record::Events {
+            job: job.to_owned(),
+            ranges: ranges(&sorted),
+            state,
+            attempts: o.map_or(0, |o| o.attempts),
+            status: o.and_then(|o| o.status),
+            error: o.and_then(|o| o.error.clone()),
+            ack,
+        })
+    }
 }
 
 impl JobLog for HistoryWriter {
-    fn job_started(&self, job: &str, destination: &str, source: &str, total_events: usize) {
-        self.send(Record::JobCreated {
-            job: job.to_owned(),
-            destination: destination.to_owned(),
-            source: source.to_owned(),
-            total: total_events,
-        });
+    fn job_started(&self, job: &NewJob) -> Commit {
+        self.acked(|ack| Record::JobCreated(Box::new(job.clone()), ack))
+    }
+    fn job_resumed(&self, job: &str) -> Commit {
+        self.acked(|ack| Record::JobResumed(job.to_owned(), ack))
     }
     fn attempt(&self, mut a: AttemptLog) {
         a.response_body.truncate(MAX_BODY);
         self.send(Record::Attempt(Box::new(a)));
     }
-    fn events_done(&self, job: &str, events: &[usize], o: &Outcome) {
+    fn events_done(&self, job: &str, events: &[usize], o: &Outcome) -> Commit {
         let state = match o.outcome {
             OutcomeKind::Delivered => "delivered",
             OutcomeKind::Failed => "failed",
-            OutcomeKind::Cancelled => return,
+            OutcomeKind::Cancelled => return crate::runtime::delivery::committed(),
         };
-        let mut sorted = events.to_vec();
-        sorted.sort_unstable();
-        self.send(Record::Events {
-            job: job.to_owned(),
-            ranges: ranges(&sorted),
-            state,
-            attempts: o.attempts,
-            status: o.status,
-            error: o.error.clone(),
-        });
+        self.events(job, events, state, Some(o))
     }
-    fn events_skipped(&self, job: &str, events: &[usize]) {
-        let mut sorted = events.to_vec();
-        sorted.sort_unstable();
-        self.send(Record::Events {
-            job: job.to_owned(),
-            ranges: ranges(&sorted),
-            state: "skipped",
-            attempts: 0,
-            status: None,
-            error: None,
-        });
+    fn events_skipped(&self, job: &str, events: &[usize]) -> Commit {
+        self.events(job, events, "skipped", None)
     }
-    fn job_finished(&self, job: &str, state: &str) {
-        self.send(Record::JobFinished {
+    fn job_finished(&self, job: &str, state: &str) -> Commit {
+        self.acked(|ack| Record::JobFinished {
             job: job.to_owned(),
             state: state.to_owned(),
-        });
+            ack,
+        })
+    }
+    fn heartbeat(&self, job: &str) {
+        self.send(Record::Heartbeat(job.to_owned()));
     }
 }
 
@@ -431,9 +788,12 @@ fn writer_loop(
     mut conn: Connection,
     rx: &mpsc::Receiver<Record>,
     error: &Mutex<Option<String>>,
-    path: &Path,
+    path: &str,
 ) {
     let mut batch = Vec::with_capacity(4096);
+    // Jobs that lost records nobody was waiting for (attempts, heartbeats) in a failed
+    // transaction: their next acknowledgement reports it, so the job stops.
+    let mut lost: std::collections::HashMap<String, String> = std::collections::HashMap::new();
     while let Ok(first) = rx.recv() {
         batch.push(first);
         while batch.len() < 20_000 {
@@ -442,16 +802,57 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
-        let mut flushes = Vec::new();
-        if let Err(e) = write_batch(&mut conn, &mut batch, &mut flushes) {
+        let mut owed = Owed::default();
+        let result = write_batch(&mut conn, &mut batch, &mut owed)
+            .map_err(|e| format!("history database {path}: {e}"));
+        batch.clear();
+        if let Err(e) = &result {
             *error
                 .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) =
-                Some(format!("history database {}: {e}", path.display()));
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e.clone());
+            for job in owed.unacked {
+                lost.entry(job).or_insert_with(|| e.clone());
+            }
         }
-        batch.clear();
-        for f in flushes {
+        // Group commit: one transaction, then every waiting job learns its fate.
+        for (job, ack) in owed.acks {
+            let r = match (&result, lost.remove(&job)) {
+                (Err(e), _) => Err(e.clone()),
+                (Ok(()), Some(e)) => Err(format!(
+                    "{e} (some of the job's records could not be saved)"
+                )),
+                (Ok(()), None) => Ok(()),
+            };
+            let _ = ack.send(r);
+        }
+        for f in owed.flushes {
             let _ = f.send(());
+        }
+    }
+}
+
+/// What a batch owes once it has committed or failed.
+#[derive(Default)]
+struct Owed {
+    /// Acknowledgements, with the job each record belongs to.
+    acks: Vec<(String, Ack)>,
+    /// Jobs with records in the batch that nobody waits for (attempts, heartbeats).
+    unacked: Vec<String>,
+    flushes: Vec<mpsc::SyncSender<()>>,
+}
+
+impl Owed {
+    /// Take what `r` is owed; the record's data is dropped (its transaction failed).
+    fn settle(&mut self, r: Record) {
+        match r {
+            Record::JobCreated(j, ack) => self.acks.push((j.job, ack)),
+            Record::JobResumed(job, ack)
+            | Record::Events { job, ack, .. }
+            | Record::JobFinished { job, ack, .. } => self.acks.push((job, ack)),
+            Record::Attempt(a) => self.unacked.push(a.job),
+            Record::Heartbeat(job) => self.unacked.push(job),
+            Record::Flush(f) => self.flushes.push(f),
+            Record::Capture(_) => {}
         }
     }
 }
@@ -459,9 +860,18 @@ fn writer_loop(
 fn write_batch(
     conn: &mut Connection,
     batch: &mut Vec<Record>,
-    flushes: &mut Vec<mpsc::SyncSender<()>>,
+    owed: &mut Owed,
 ) -> rusqlite::Result<()> {
-    let tx = conn.transaction()?;
+    let tx = match conn.transaction() {
+        Ok(tx) => tx,
+        Err(e) => {
+            for r in batch.drain(..) {
+                owed.settle(r);
+            }
+            return Err(e);
+        }
+    };
+    let pid = i64::from(std::process::id());
     {
         let at = now();
         let mut ev = tx.prepare_cached("INSERT INTO job_events(job_id, first, last, state, attempts, status, error, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")?;
@@ -469,71 +879,172 @@ fn write_batch(
             "INSERT INTO attempts(job_id, request_no, attempt, at, method, url, request_headers, status, response_headers, response_body, latency_ms, error)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         )?;
+        let mut failure = None;
         for r in batch.drain(..) {
-            match r {
-                Record::JobCreated {
-                    job,
-                    destination,
-                    source,
-                    total,
-                } => {
-                    tx.execute(
-                        "INSERT OR IGNORE INTO jobs(id, destination, source, total_events, created_at, state) VALUES (?1, ?2, ?3, ?4, ?5, 'running')",
-                        params![job, destination, source, total as i64, at],
-                    )?;
-                }
-                Record::Events {
-                    job,
-                    ranges,
-                    state,
-                    attempts,
-                    status,
-                    error,
-                } => {
-                    for (a, b) in ranges {
-                        ev.execute(params![
-                            job,
-                            a as i64,
-                            b as i64,
-                            state,
-                            i64::from(attempts),
-                            status.map(i64::from),
-                            error,
-                            at
-                        ])?;
-                    }
-                }
-                Record::Attempt(a) => {
-                    att.execute(params![
-                        a.job,
-                        a.request_no as i64,
-                        i64::from(a.attempt),
-                        at,
-                        a.method,
-                        a.url,
-                        serde_json::to_string(&a.request_headers).unwrap_or_default(),
-                        a.status.map(i64::from),
-                        serde_json::to_string(&a.response_headers).unwrap_or_default(),
-                        a.response_body,
-                        a.latency_ms,
-                        a.error
-                    ])?;
-                }
-                Record::Capture(c) => {
-                    tx.execute(
-                        "INSERT INTO captures(at, method, path, query, headers, body, signature) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                        params![c.at, c.method, c.path, c.query, serde_json::to_string(&c.headers).unwrap_or_default(), c.body, c.signature.map(|v| if v { "valid" } else { "invalid" })],
-                    )?;
-                }
-                Record::JobFinished { job, state } => {
-                    tx.execute(
-                        "UPDATE jobs SET state = ?2, finished_at = ?3 WHERE id = ?1",
-                        params![job, state, at],
-                    )?;
-                }
-                Record::Flush(f) => flushes.push(f),
+            if failure.is_some() {
+                // The transaction is lost: the remaining records only need settling.
+                owed.settle(r);
+                continue;
             }
+            if let Err(e) = apply(&tx, &mut ev, &mut att, r, owed, &at, pid) {
+                failure = Some(e);
+            }
+        }
+        if let Some(e) = failure {
+            return Err(e);
         }
     }
     tx.commit()
+}
+
+/// Write one record into the open transaction; its ack joins the batch's.
+#[allow(clippy::too_many_arguments)]
+fn apply(
+    tx: &rusqlite::Transaction<'_>,
+    ev: &mut rusqlite::CachedStatement<'_>,
+    att: &mut rusqlite::CachedStatement<'_>,
+    r: Record,
+    owed: &mut Owed,
+    at: &str,
+    pid: i64,
+) -> rusqlite::Result<()> {
+    match r {
+        Record::JobCreated(j, ack) => {
+            owed.acks.push((j.job.clone(), ack));
+            tx.execute(
+                "INSERT OR IGNORE INTO jobs(id, destination, source, total_events, created_at, state, events_sha256, destination_sha256, pid, heartbeat_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7, ?8, ?5)",
+                params![
+                    j.job,
+                    j.destination,
+                    j.source,
+                    j.total_events as i64,
+                    at,
+                    j.fingerprint.events_sha256,
+                    j.fingerprint.destination_sha256,
+                    pid
+                ],
+            )?;
+        }
+        Record::JobResumed(job, ack) => {
+            owed.acks.push((job.clone(), ack));
+            tx.execute(
+                "UPDATE jobs SET state = 'running', finished_at = NULL, pid = ?2, heartbeat_at = ?3 WHERE id = ?1",
+                params![job, pid, at],
+            )?;
+        }
+        Record::Events {
+            job,
+            ranges,
+            state,
+            attempts,
+            status,
+            error,
+            ack,
+        } => {
+            // The ack is owed before anything can fail: a failed write is reported
+            // as such, not as a vanished writer.
+            owed.acks.push((job.clone(), ack));
+            for (a, b) in ranges {
+                ev.execute(params![
+                    job,
+                    a as i64,
+                    b as i64,
+                    state,
+                    i64::from(attempts),
+                    status.map(i64::from),
+                    error,
+                    at
+                ])?;
+            }
+        }
+        Record::Attempt(a) => {
+            owed.unacked.push(a.job.clone());
+            att.execute(params![
+                a.job,
+                a.request_no as i64,
+                i64::from(a.attempt),
+                at,
+                a.method,
+                a.url,
+                serde_json::to_string(&a.request_headers).unwrap_or_default(),
+                a.status.map(i64::from),
+                serde_json::to_string(&a.response_headers).unwrap_or_default(),
+                a.response_body,
+                a.latency_ms,
+                a.error
+            ])?;
+        }
+        Record::Capture(c) => {
+            tx.execute(
+                "INSERT INTO captures(at, method, path, query, headers, body, signature) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![c.at, c.method, c.path, c.query, serde_json::to_string(&c.headers).unwrap_or_default(), c.body, c.signature.map(|v| if v { "valid" } else { "invalid" })],
+            )?;
+        }
+        Record::JobFinished { job, state, ack } => {
+            owed.acks.push((job.clone(), ack));
+            tx.execute(
+                "UPDATE jobs SET state = ?2, finished_at = ?3, heartbeat_at = ?3 WHERE id = ?1",
+                params![job, state, at],
+            )?;
+        }
+        Record::Heartbeat(job) => {
+            owed.unacked.push(job.clone());
+            tx.execute(
+                "UPDATE jobs SET heartbeat_at = ?2 WHERE id = ?1 AND state = 'running'",
+                params![job, at],
+            )?;
+        }
+        Record::Flush(f) => owed.flushes.push(f),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::Rng as _;
+
+    fn bitmap(v: &[(u64, u64)], n: u64) -> Vec<bool> {
+        let mut m = vec![false; n as usize];
+        for &(a, b) in v {
+            for i in a..=b.min(n - 1) {
+                m[i as usize] = true;
+            }
+        }
+        m
+    }
+
+    #[test]
+    fn range_merge_subtract_and_count_agree_with_a_bitmap() {
+        let mut rng = rand::rng();
+        for _ in 0..500 {
+            let n = 40u64;
+            let mut gen_ranges = || -> Vec<(u64, u64)> {
+                (0..rng.random_range(0..6))
+                    .map(|_| {
+                        let a = rng.random_range(0..n);
+                        (a, rng.random_range(a..n))
+                    })
+                    .collect()
+            };
+            let (x, y) = (gen_ranges(), gen_ranges());
+            let (mx, my) = (merge(x.clone()), merge(y.clone()));
+            assert_eq!(bitmap(&mx, n), bitmap(&x, n), "merge {x:?}");
+            assert!(
+                mx.windows(2).all(|w| w[0].1 + 1 < w[1].0),
+                "disjoint {mx:?}"
+            );
+            let d = subtract(&mx, &my);
+            let (bx, by) = (bitmap(&x, n), bitmap(&y, n));
+            let want: Vec<bool> = bx.iter().zip(&by).map(|(a, b)| *a && !*b).collect();
+            assert_eq!(bitmap(&d, n), want, "{x:?} - {y:?} = {d:?}");
+            assert_eq!(count(&mx), bx.iter().filter(|b| **b).count() as u64);
+        }
+        assert_eq!(
+            count(&[(0, u64::MAX)]),
+            u64::MAX,
+            "saturates, never overflows"
+        );
+    }
 }

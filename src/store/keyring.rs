@@ -3,7 +3,8 @@
 //! service `hookline` with the secret's name as the account. A machine without a
 //! keyring (no D-Bus session, say) gives `SecretError::NoKeyring`, never a panic.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
 
 use keyring_core::{CredentialStore, Entry, Error};
 
@@ -125,15 +126,134 @@ impl SecretSource for KeyringSecrets {
     }
 }
 
-/// The environment first (so the CLI and CI can override), then the OS keyring when
-/// there is one. The second value says why there is no keyring, for the UI to show.
+/// How long one keyring call may take before the keyring is taken as unavailable:
+/// a session bus that accepts a connection and never answers must not hang anything.
+/// `HOOKLINE_KEYRING_TIMEOUT_MS` overrides it.
+pub const KEYRING_TIMEOUT: Duration = Duration::from_secs(5);
+
+type Job = Box<dyn FnOnce(&Result<KeyringSecrets, SecretError>) + Send>;
+
+/// The OS keyring, opened on first use on a thread of its own, every call bounded by
+/// a timeout. A keyring that timed out once is not waited for again.
+pub struct LazyKeyring {
+    service: String,
+    timeout: Duration,
+    worker: Mutex<Option<mpsc::Sender<Job>>>,
+    dead: Mutex<Option<String>>,
+}
+
+impl LazyKeyring {
+    pub fn new(service: &str) -> Self {
+        let timeout = std::env::var("HOOKLINE_KEYRING_TIMEOUT_MS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .map_or(KEYRING_TIMEOUT, Duration::from_millis);
+        Self {
+            service: service.to_owned(),
+            timeout,
+            worker: Mutex::new(None),
+            dead: Mutex::new(None),
+        }
+    }
+
+    fn sender(&self) -> Result<mpsc::Sender<Job>, SecretError> {
+        let mut w = self
+            .worker
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(tx) = &*w {
+            return Ok(tx.clone());
+        }
+        let (tx, rx) = mpsc::channel::<Job>();
+        let service = self.service.clone();
+        std::thread::Builder::new()
+            .name("hookline-keyring".into())
+            .spawn(move || {
+                let store = KeyringSecrets::open_service(&service);
+                while let Ok(job) = rx.recv() {
+                    job(&store);
+                }
+            })
+            .map_err(|e| SecretError::NoKeyring(format!("cannot start the keyring thread: {e}")))?;
+        *w = Some(tx.clone());
+        Ok(tx)
+    }
+
+    fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&KeyringSecrets) -> Result<T, SecretError> + Send + 'static,
+    ) -> Result<T, SecretError> {
+        if let Some(why) = &*self
+            .dead
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        {
+            return Err(SecretError::NoKeyring(why.clone()));
+        }
+        let (rtx, rrx) = mpsc::sync_channel(1);
+        let job: Job = Box::new(move |store| {
+            let r = match store {
+                Ok(k) => f(k),
+                Err(e) => Err(e.clone()),
+            };
+            let _ = rtx.send(r);
+        });
+        self.sender()?
+            .send(job)
+            .map_err(|_| SecretError::NoKeyring("the keyring thread stopped".into()))?;
+        if let Ok(r) = rrx.recv_timeout(self.timeout) {
+            r
+        } else {
+            {
+                let why = format!(
+                    "the keyring (D-Bus Secret Service) did not answer within {} ms",
+                    self.timeout.as_millis()
+                );
+                *self
+                    .dead
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(why.clone());
+                Err(SecretError::NoKeyring(why))
+            }
+        }
+    }
+
+    /// Open the keyring now (within the timeout): `Err` says why there is none.
+    pub fn check(&self) -> Result<(), SecretError> {
+        self.call(|_| Ok(()))
+    }
+}
+
+impl SecretSource for LazyKeyring {
+    fn get(&self, name: &str) -> Result<Option<Secret>, SecretError> {
+        let n = name.to_owned();
+        self.call(move |k| k.get(&n))
+    }
+    fn set(&self, name: &str, value: &Secret) -> Result<(), SecretError> {
+        let (n, v) = (name.to_owned(), value.clone());
+        self.call(move |k| k.set(&n, &v))
+    }
+    fn delete(&self, name: &str) -> Result<(), SecretError> {
+        let n = name.to_owned();
+        self.call(move |k| k.delete(&n))
+    }
+    fn describe(&self) -> String {
+        "keyring".into()
+    }
+    fn writable(&self) -> Result<(), SecretError> {
+        self.check()
+    }
+}
+
+/// The environment first (so the CLI and CI can override), then the OS keyring. The
+/// keyring is opened lazily, on the first secret the environment does not have, so a
+/// broken session bus costs nothing when every secret is in the environment. The
+/// second value is reserved for a reason known up front (none on supported systems).
 pub fn default_secrets() -> (Secrets, Option<String>) {
     let env: Arc<dyn SecretSource> = Arc::new(EnvSecrets);
-    match KeyringSecrets::open() {
-        Ok(k) => (
-            Secrets::new(Arc::new(ChainSecrets(vec![env, Arc::new(k)]))),
-            None,
-        ),
-        Err(e) => (Secrets::new(env), Some(e.to_string())),
-    }
+    let keyring: Arc<dyn SecretSource> = Arc::new(LazyKeyring::new(SERVICE));
+    (
+        Secrets::new(Arc::new(ChainSecrets(vec![env, keyring]))),
+        None,
+    )
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use hookline::core::model::Destination;
 use hookline::core::secret::Secrets;
-use hookline::runtime::delivery::Outcome;
+use hookline::runtime::delivery::{JobFingerprint, Outcome};
 use hookline::runtime::stats::JobStats;
 use hookline::runtime::{Command, Runtime, RuntimeConfig, Update};
 use serde_json::Value;
@@ -72,7 +72,8 @@ pub fn run_job(dest: Destination, events: Vec<Value>, secrets: Secrets, limit: D
         events: Arc::new(events.into()),
         only: None,
         source: "test".into(),
-        resume: false
+        resume: false,
+        fingerprint: JobFingerprint::default(),
     }));
     collect(&updates, limit)
 }

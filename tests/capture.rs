@@ -1136,3 +1136,53 @@ fn the_cli_stops_with_an_error_naming_the_file_when_out_cannot_be_written() {
         .expect("stderr");
     assert!(err.contains("/dev/full: cannot write"), "{err:?}");
 }
+
+#[test]
+fn the_cli_refuses_out_of_range_limits_with_a_usage_error_not_a_panic() {
+    for (flag, value, says) in [
+        ("--idle-timeout-ms", "18446744073709551615", "idle timeout"),
+        ("--header-timeout-ms", "0", "header read timeout"),
+        ("--body-timeout-ms", "86400001", "body read timeout"),
+        (
+            "--max-connections",
+            "18446744073709551615",
+            "max connections",
+        ),
+        ("--max-connections", "0", "max connections"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_hookline"))
+            .args([
+                "capture",
+                "--listen",
+                "127.0.0.1:0",
+                "--no-history",
+                flag,
+                value,
+            ])
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {err}");
+        assert!(err.contains(says), "{flag} {value}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn a_huge_declared_content_length_is_not_reserved_up_front() {
+    let mut c = config();
+    c.max_body_bytes = usize::MAX;
+    let (h, _rx) = receiver(c).await;
+    let mut s = TcpStream::connect(h.addr()).await.expect("connect");
+    s.write_all(b"POST /h HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000000000000\r\n\r\nabc")
+        .await
+        .expect("write");
+    drop(s.shutdown().await);
+    let got = closed_within(&mut s, Duration::from_secs(5))
+        .await
+        .expect("closed, process alive");
+    assert!(
+        String::from_utf8_lossy(&got).starts_with("HTTP/1.1 400"),
+        "a body cut short is malformed: {:?}",
+        String::from_utf8_lossy(&got)
+    );
+}

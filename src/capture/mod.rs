@@ -386,7 +386,7 @@ fn check_config(config: &CaptureConfig) -> Result<(), CaptureError> {
 }
 
 /// Timeouts beyond a day are refused: deadlines must stay representable.
-const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+const MAX_TIMEOUT: Duration = Duration::from_hours(24);
 /// More than any descriptor limit allows; also within what a semaphore can count.
 const MAX_CONNECTIONS: usize = 1_000_000;
 /// A declared `Content-Length` reserves at most this much up front; the rest grows as it arrives.

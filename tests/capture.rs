@@ -870,7 +870,7 @@ fn sigterm_and_wait(guard: &mut KillOnDrop, within: Duration) -> std::process::E
 }
 
 #[test]
-fn the_cli_writes_every_answered_request_to_out_and_history_while_stdout_is_never_read() {
+fn the_cli_writes_every_answered_request_to_out_and_history_while_stdout_is_stalled() {
     const N: usize = 3000;
     let dir = tempfile::tempdir().expect("tmp");
     let out = dir.path().join("out.ndjson");
@@ -915,6 +915,39 @@ fn the_cli_writes_every_answered_request_to_out_and_history_while_stdout_is_neve
         n
     });
     assert_eq!(answered, N, "every request answered");
+    // Now read stdout: the lines that waited come out, and a marker says how many were skipped.
+    let stdout = guard
+        .0
+        .as_mut()
+        .expect("child")
+        .stdout
+        .take()
+        .expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let (mut printed, mut skipped) = (0, 0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while skipped == 0 {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("a {\"skipped\": N} line once stdout is read again");
+        let v: Value = serde_json::from_str(&line).expect("stdout is NDJSON");
+        match v["skipped"].as_u64() {
+            Some(n) => skipped = n,
+            None => printed += 1,
+        }
+    }
+    assert!(
+        skipped > 0 && printed + skipped <= N as u64,
+        "{printed} printed, {skipped} skipped"
+    );
     let status = sigterm_and_wait(&mut guard, Duration::from_secs(30));
     assert!(status.success(), "{status:?}");
     let text = std::fs::read_to_string(&out).expect("out");

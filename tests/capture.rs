@@ -870,7 +870,7 @@ fn sigterm_and_wait(guard: &mut KillOnDrop, within: Duration) -> std::process::E
 }
 
 #[test]
-fn the_cli_writes_every_answered_request_to_out_and_history_while_stdout_is_never_read() {
+fn the_cli_writes_every_answered_request_to_out_and_history_while_stdout_is_stalled() {
     const N: usize = 3000;
     let dir = tempfile::tempdir().expect("tmp");
     let out = dir.path().join("out.ndjson");
@@ -915,6 +915,39 @@ fn the_cli_writes_every_answered_request_to_out_and_history_while_stdout_is_neve
         n
     });
     assert_eq!(answered, N, "every request answered");
+    // Now read stdout: the lines that waited come out, and a marker says how many were skipped.
+    let stdout = guard
+        .0
+        .as_mut()
+        .expect("child")
+        .stdout
+        .take()
+        .expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let (mut printed, mut skipped) = (0, 0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while skipped == 0 {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("a {\"skipped\": N} line once stdout is read again");
+        let v: Value = serde_json::from_str(&line).expect("stdout is NDJSON");
+        match v["skipped"].as_u64() {
+            Some(n) => skipped = n,
+            None => printed += 1,
+        }
+    }
+    assert!(
+        skipped > 0 && printed + skipped <= N as u64,
+        "{printed} printed, {skipped} skipped"
+    );
     let status = sigterm_and_wait(&mut guard, Duration::from_secs(30));
     assert!(status.success(), "{status:?}");
     let text = std::fs::read_to_string(&out).expect("out");
@@ -1096,4 +1129,93 @@ fn accept_errors_under_a_low_descriptor_limit_back_off_instead_of_spinning() {
         assert_eq!(r.status(), 200);
         drop(half_open);
     });
+}
+
+#[test]
+fn the_cli_stops_with_an_error_naming_the_file_when_out_cannot_be_written() {
+    let (mut guard, url) = spawn_cli(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--no-history",
+            "--out",
+            "/dev/full",
+        ],
+        Stdio::piped(),
+    );
+    let rt = tokio::runtime::Runtime::new().expect("rt");
+    let _ = rt.block_on(async {
+        client()
+            .post(format!("{url}/collect/x/y"))
+            .body("{}")
+            .send()
+            .await
+    });
+    let child = guard.0.as_mut().expect("child");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "kept running with a failing --out"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(1));
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err)
+        .expect("stderr");
+    assert!(err.contains("/dev/full: cannot write"), "{err:?}");
+}
+
+#[test]
+fn the_cli_refuses_out_of_range_limits_with_a_usage_error_not_a_panic() {
+    for (flag, value, says) in [
+        ("--idle-timeout-ms", "18446744073709551615", "idle timeout"),
+        ("--header-timeout-ms", "0", "header read timeout"),
+        ("--body-timeout-ms", "86400001", "body read timeout"),
+        (
+            "--max-connections",
+            "18446744073709551615",
+            "max connections",
+        ),
+        ("--max-connections", "0", "max connections"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_hookline"))
+            .args([
+                "capture",
+                "--listen",
+                "127.0.0.1:0",
+                "--no-history",
+                flag,
+                value,
+            ])
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {err}");
+        assert!(err.contains(says), "{flag} {value}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn a_huge_declared_content_length_is_not_reserved_up_front() {
+    let mut c = config();
+    c.max_body_bytes = usize::MAX;
+    let (h, _rx) = receiver(c).await;
+    let mut s = TcpStream::connect(h.addr()).await.expect("connect");
+    s.write_all(b"POST /h HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000000000000\r\n\r\nabc")
+        .await
+        .expect("write");
+    drop(s.shutdown().await);
+    let got = closed_within(&mut s, Duration::from_secs(5))
+        .await
+        .expect("closed, process alive");
+    assert!(
+        String::from_utf8_lossy(&got).starts_with("HTTP/1.1 400"),
+        "a body cut short is malformed: {:?}",
+        String::from_utf8_lossy(&got)
+    );
 }

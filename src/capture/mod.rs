@@ -366,20 +366,31 @@ fn check_config(config: &CaptureConfig) -> Result<(), CaptureError> {
         ("header read timeout", config.header_read_timeout),
         ("body read timeout", config.body_read_timeout),
         ("idle timeout", config.idle_timeout),
+        ("shutdown grace", config.shutdown_grace),
     ] {
-        if d.is_zero() {
+        if d.is_zero() || d > MAX_TIMEOUT {
             return Err(CaptureError::Config(format!(
-                "{name} must be greater than 0"
+                "{name} must be between 1 ms and {} ms, got {} ms",
+                MAX_TIMEOUT.as_millis(),
+                d.as_millis()
             )));
         }
     }
-    if config.max_connections == 0 {
-        return Err(CaptureError::Config(
-            "max connections must be at least 1".into(),
-        ));
+    if !(1..=MAX_CONNECTIONS).contains(&config.max_connections) {
+        return Err(CaptureError::Config(format!(
+            "max connections must be between 1 and {MAX_CONNECTIONS}, got {}",
+            config.max_connections
+        )));
     }
     Ok(())
 }
+
+/// Timeouts beyond a day are refused: deadlines must stay representable.
+const MAX_TIMEOUT: Duration = Duration::from_hours(24);
+/// More than any descriptor limit allows; also within what a semaphore can count.
+const MAX_CONNECTIONS: usize = 1_000_000;
+/// A declared `Content-Length` reserves at most this much up front; the rest grows as it arrives.
+const MAX_PREALLOC: u64 = 1 << 20;
 
 /// The shortest and longest pause after a failed `accept`.
 const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(5), Duration::from_secs(1));
@@ -637,7 +648,7 @@ async fn read_body(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(BodyError::TooLarge);
     }
-    let mut buf = Vec::with_capacity(declared.map_or(0, |n| n as usize));
+    let mut buf = Vec::with_capacity(declared.map_or(0, |n| n.min(MAX_PREALLOC) as usize));
     loop {
         let frame = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await;
         match frame {

@@ -245,7 +245,7 @@ pub fn capture(args: &CaptureArgs, secrets: &Secrets) -> anyhow::Result<u8> {
         .enable_all()
         .build()?;
     let mut printer = None;
-    rt.block_on(async {
+    let run = rt.block_on(async {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let handle = capture::start(config, history.as_ref().map(History::writer), (!args.no_record).then_some(tx))
             .await
@@ -309,11 +309,12 @@ pub fn capture(args: &CaptureArgs, secrets: &Secrets) -> anyhow::Result<u8> {
             f.get_ref().sync_data().map_err(|e| out_error(args, &e))?;
         }
         anyhow::Ok(())
-    })?;
-    if let Some(h) = &history {
-        h.writer()
-            .flush()
-            .map_err(|e| anyhow::anyhow!("history: {}", terminal_safe(&e)))?;
+    });
+    // Whatever ended the run (a signal, or --out failing), what reached the history stays.
+    let flushed = history.as_ref().map(|h| h.writer().flush());
+    run?;
+    if let Some(Err(e)) = flushed {
+        return Err(anyhow::anyhow!("history: {}", terminal_safe(&e)));
     }
     if let Some(p) = printer {
         if p.skipped_total > 0 {

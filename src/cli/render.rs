@@ -11,7 +11,7 @@ use super::{
     terminal_safe_line, warn,
 };
 use crate::core::export;
-use crate::core::render::{CompiledDestination, RenderCtx};
+use crate::core::render::{CompiledDestination, RenderCtx, Rendered};
 use crate::core::secret::Secrets;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -44,39 +44,63 @@ pub fn render(args: &RenderArgs, secrets: Secrets) -> anyhow::Result<u8> {
     let (_, compiled) = destination(&ws, &args.target.workspace, &args.target.destination)?;
     // Events as `send` holds them (canonical text), through the same entry point.
     let (events, import_errors) = load_events(&args.target.events, true)?;
-    let report = compiled.render_list(&events, &RenderCtx::new(secrets));
-    let shown = |r: &crate::core::render::RenderedRequest| {
-        if args.reveal_secrets {
-            r.clone()
-        } else {
-            r.redacted()
-        }
+    let ctx = RenderCtx::new(secrets);
+    let shown = |r: crate::core::render::RenderedRequest| {
+        if args.reveal_secrets { r } else { r.redacted() }
     };
+    // Requests are written as they are rendered: a million events never sit in memory
+    // as requests. Skipped events and errors are short and kept for the end.
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let (mut skipped, mut errors) = (Vec::new(), Vec::new());
+    let mut written = 0usize;
+    let mut failure: Option<std::io::Error> = None;
+    if args.format == Format::Json {
+        out.write_all(b"{\n  \"requests\": [")?;
+    }
+    compiled.render_stream(&events, &ctx, |item| {
+        if failure.is_some() {
+            return;
+        }
+        let r = match item {
+            Rendered::Request(r) => shown(*r),
+            Rendered::Skipped(i, why) => return skipped.push((i, why)),
+            Rendered::Error(i, e) => return errors.push((i, e)),
+        };
+        let res = match args.format {
+            Format::Json => write_json_item(&mut out, written, &export::to_json(&r)),
+            Format::Curl => writeln!(out, "{}", export::to_curl(&for_terminal(r, tty))),
+            Format::Http => writeln!(out, "{}", export::to_http(&for_terminal(r, tty))),
+        };
+        written += 1;
+        if let Err(e) = res {
+            failure = Some(e);
+        }
+    });
+    if let Some(e) = failure {
+        return Err(e.into());
+    }
+    errors.sort_by_key(|(i, _)| *i);
     match args.format {
         Format::Json => {
-            let doc = json!({
-                "requests": report.requests.iter().map(|r| export::to_json(&shown(r))).collect::<Vec<_>>(),
-                "skipped": report.skipped.iter().map(|(i, why)| json!({"index": i, "reason": why})).collect::<Vec<_>>(),
-                "errors": report.errors.iter().map(|(i, e)| json!({"index": i, "error": e.to_string()})).collect::<Vec<_>>(),
+            out.write_all(if written > 0 { b"\n  ],\n" } else { b"],\n" })?;
+            let tail = json!({
+                "skipped": skipped.iter().map(|(i, why)| json!({"index": i, "reason": why})).collect::<Vec<_>>(),
+                "errors": errors.iter().map(|(i, e)| json!({"index": i, "error": e.to_string()})).collect::<Vec<_>>(),
             });
-            let text = serde_json::to_string_pretty(&doc)?;
-            out.write_all(json_c1_escaped(&text).as_bytes())?;
-            writeln!(out)?;
+            let text = serde_json::to_string_pretty(&tail)?;
+            // `{ "skipped": …, "errors": … }` without its braces, indented as members.
+            let inner = text
+                .trim()
+                .strip_prefix('{')
+                .and_then(|t| t.strip_suffix('}'))
+                .unwrap_or("")
+                .trim_matches('\n');
+            out.write_all(json_c1_escaped(inner).as_bytes())?;
+            out.write_all(b"\n}\n")?;
         }
         Format::Curl | Format::Http => {
-            // Bodies are printed as the exact bytes sent, for piping into `sh` or a
-            // socket; on a terminal their control characters are escaped too.
-            let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
-            for r in &report.requests {
-                let r = for_terminal(shown(r), tty);
-                if args.format == Format::Curl {
-                    writeln!(out, "{}", export::to_curl(&r))?;
-                } else {
-                    writeln!(out, "{}", export::to_http(&r))?;
-                }
-            }
-            for (i, e) in &report.errors {
+            for (i, e) in &errors {
                 warn(format_args!(
                     "event {i}: {}",
                     terminal_safe_line(&e.to_string())
@@ -88,11 +112,22 @@ pub fn render(args: &RenderArgs, secrets: Secrets) -> anyhow::Result<u8> {
     for e in &import_errors {
         warn(e);
     }
-    Ok(if report.errors.is_empty() && import_errors.is_empty() {
+    Ok(if errors.is_empty() && import_errors.is_empty() {
         0
     } else {
         EXIT_FAILED
     })
+}
+
+/// One element of the `requests` array, pretty-printed and indented in place.
+fn write_json_item(
+    out: &mut impl std::io::Write,
+    index: usize,
+    item: &serde_json::Value,
+) -> std::io::Result<()> {
+    let text = serde_json::to_string_pretty(item).map_err(std::io::Error::other)?;
+    out.write_all(if index == 0 { b"\n    " } else { b",\n    " })?;
+    out.write_all(json_c1_escaped(&text.replace('\n', "\n    ")).as_bytes())
 }
 
 /// JSON with DEL and the C1 controls (U+007F–U+009F) written as `\u00XX` too:

@@ -1287,37 +1287,72 @@ impl CompiledDestination {
     fn render_with(
         &self,
         n: usize,
-        mut prepare: impl FnMut(usize) -> Option<Result<Prepared, RenderError>>,
+        prepare: impl FnMut(usize) -> Option<Result<Prepared, RenderError>>,
         ctx: &RenderCtx,
     ) -> RenderReport {
         let mut report = RenderReport::default();
+        self.stream_with(n, prepare, ctx, |r| match r {
+            Rendered::Request(r) => report.requests.push(*r),
+            Rendered::Skipped(i, why) => report.skipped.push((i, why)),
+            Rendered::Error(i, e) => report.errors.push((i, e)),
+        });
+        report.errors.sort_by_key(|(i, _)| *i);
+        report
+    }
+
+    /// [`render_list`](Self::render_list), handing each result to `sink` as soon as it
+    /// is known, so a million events never sit in memory as requests.
+    pub fn render_stream(&self, events: &EventList, ctx: &RenderCtx, sink: impl FnMut(Rendered)) {
+        self.stream_with(
+            events.len(),
+            |i| self.prepare_event(events, i, ctx),
+            ctx,
+            sink,
+        );
+    }
+
+    fn stream_with(
+        &self,
+        n: usize,
+        mut prepare: impl FnMut(usize) -> Option<Result<Prepared, RenderError>>,
+        ctx: &RenderCtx,
+        mut sink: impl FnMut(Rendered),
+    ) {
         let mut batcher = batch::Batcher::new(self.dest.batching.as_ref());
-        let push = |report: &mut RenderReport, b: Vec<Batch>| {
+        let push = |sink: &mut dyn FnMut(Rendered), b: Vec<Batch>| {
             for b in b {
                 let idx = b.events.iter().map(|e| e.index).collect::<Vec<_>>();
                 match self.finish(b, ctx) {
-                    Ok(r) => report.requests.push(r),
-                    Err(e) => report
-                        .errors
-                        .extend(idx.into_iter().map(|i| (i, e.clone()))),
+                    Ok(r) => sink(Rendered::Request(Box::new(r))),
+                    Err(e) => {
+                        for i in idx {
+                            sink(Rendered::Error(i, e.clone()));
+                        }
+                    }
                 }
             }
         };
         for i in 0..n {
             match prepare(i) {
                 None => break,
-                Some(Ok(Prepared::Skipped(reason))) => report.skipped.push((i, reason)),
+                Some(Ok(Prepared::Skipped(reason))) => sink(Rendered::Skipped(i, reason)),
                 Some(Ok(Prepared::Ready(p))) => match batcher.push(*p) {
-                    Ok(done) => push(&mut report, done),
-                    Err((i, m)) => report.errors.push((i, self.fail(m))),
+                    Ok(done) => push(&mut sink, done),
+                    Err((i, m)) => sink(Rendered::Error(i, self.fail(m))),
                 },
-                Some(Err(e)) => report.errors.push((i, e)),
+                Some(Err(e)) => sink(Rendered::Error(i, e)),
             }
         }
-        push(&mut report, batcher.finish());
-        report.errors.sort_by_key(|(i, _)| *i);
-        report
+        push(&mut sink, batcher.finish());
     }
+}
+
+/// One result of rendering a list, in the order it becomes known.
+#[derive(Debug)]
+pub enum Rendered {
+    Request(Box<RenderedRequest>),
+    Skipped(usize, String),
+    Error(usize, RenderError),
 }
 
 /// The event's text without its top-level `header`, `appendPath` and `fullPath` keys,

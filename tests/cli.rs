@@ -149,7 +149,7 @@ fn some_events_failing_exits_1_and_still_renders_the_others() {
         doc["errors"][0]["error"]
             .as_str()
             .unwrap_or("")
-            .contains("mapping row 1 (n)"),
+            .contains("mapping[0] (n)"),
         "{doc}"
     );
 }

@@ -362,7 +362,7 @@ fn a_failing_event_is_reported_and_the_others_still_render() {
     assert_eq!(rep.errors.len(), 1);
     assert_eq!(rep.errors[0].0, 1);
     assert!(
-        rep.errors[0].1.to_string().contains("mapping row 1 (n)"),
+        rep.errors[0].1.to_string().contains("mapping[0] (n)"),
         "{}",
         rep.errors[0].1
     );

@@ -14,10 +14,10 @@ use super::template::{Templates, Tpl};
 
 /// A mapping problem in one row, found when compiling or applying it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("mapping row {row} ({target}): {message}")]
+#[error("mapping[{index}] ({target}): {message}")]
 pub struct MappingError {
-    /// 1-based, as the user counts rows.
-    pub row: usize,
+    /// 0-based, as `mapping[i]` in the workspace file, at compile and at render time.
+    pub index: usize,
     pub target: String,
     pub message: String,
 }
@@ -286,7 +286,7 @@ enum Source {
 /// A mapping row ready to apply: parsed path, parsed transforms, compiled template.
 #[derive(Debug)]
 pub struct CompiledRow {
-    pub row: usize,
+    pub index: usize,
     pub target_text: String,
     target: Vec<TargetSeg>,
     source: Source,
@@ -323,7 +323,7 @@ pub fn compile_row(
     templates: &mut Templates,
 ) -> Result<CompiledRow, MappingError> {
     let err = |message: String| MappingError {
-        row: index + 1,
+        index,
         target: row.target.clone(),
         message,
     };
@@ -361,7 +361,7 @@ pub fn compile_row(
         .collect::<Result<Vec<_>, _>>()
         .map_err(err)?;
     Ok(CompiledRow {
-        row: index + 1,
+        index,
         target_text: row.target.clone(),
         target,
         source,
@@ -380,7 +380,7 @@ pub fn apply(
     let mut out = Value::Object(Map::new());
     for r in rows {
         let err = |message: String| MappingError {
-            row: r.row,
+            index: r.index,
             target: r.target_text.clone(),
             message,
         };
@@ -525,7 +525,7 @@ mod tests {
         r.transforms = vec!["number".into()];
         let e = map(&[row("ok", "$.s"), r], &json!({"s": "abc"})).expect_err("not a number");
         assert_eq!(e.row, 2);
-        assert!(e.to_string().contains("mapping row 2 (n)"), "{e}");
+        assert!(e.to_string().contains("mapping[1] (n)"), "{e}");
     }
 
     #[test]

@@ -33,8 +33,56 @@ pub const REDACTED: &str = redact::REDACTED;
 #[error("destination \"{destination}\": {field}: {message}")]
 pub struct ConfigError {
     pub destination: String,
+    /// The field as written in messages: `url`, `headers.X-Key`, `mapping[2] (email)`.
     pub field: String,
+    /// The same place as data, for an editor to put the error beside its field.
+    pub path: FieldPath,
     pub message: String,
+}
+
+/// Where in a destination a setting is: its section (`url`, `headers`, `query`,
+/// `trigger`, `body`, `mapping`, `auth`, `signing`, `batching`, `delivery`, `name`), a
+/// key inside it (a header name, `token_url`, `envelope.template`), and for mapping
+/// rows the 0-based row index.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FieldPath {
+    pub section: String,
+    pub key: Option<String>,
+    pub row: Option<usize>,
+}
+
+impl FieldPath {
+    /// Read a field as [`ConfigError::field`] writes it.
+    pub fn parse(field: &str) -> Self {
+        let (head, rest) = field
+            .split_once('.')
+            .map_or((field, None), |(h, r)| (h, Some(r)));
+        // `mapping[2] (email)` or `mapping[2].template`
+        if let Some(tail) = head.strip_prefix("mapping[")
+            && let Some((n, after)) = tail.split_once(']')
+        {
+            let key = rest
+                .map(str::to_owned)
+                .or_else(|| {
+                    after
+                        .trim()
+                        .strip_prefix('(')
+                        .and_then(|t| t.strip_suffix(')'))
+                        .map(|_| String::new())
+                })
+                .filter(|k| !k.is_empty());
+            return Self {
+                section: "mapping".into(),
+                key,
+                row: n.parse().ok(),
+            };
+        }
+        Self {
+            section: head.to_owned(),
+            key: rest.map(str::to_owned),
+            row: None,
+        }
+    }
 }
 
 /// An event that could not be rendered. The other events still render.
@@ -43,6 +91,48 @@ pub struct ConfigError {
 pub struct RenderError {
     pub destination: String,
     pub message: String,
+    /// What failed, as data.
+    pub kind: RenderErrorKind,
+}
+
+/// What kind of problem stopped an event, for the app to point at the right place.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum RenderErrorKind {
+    #[default]
+    Other,
+    /// The event's text is not a JSON object.
+    Event,
+    /// A mapping row (0-based, as `mapping[i]` in the workspace file).
+    Mapping {
+        index: usize,
+        target: String,
+    },
+    /// A template field, with the position in it when known.
+    Template {
+        field: String,
+        line: Option<usize>,
+        column: Option<usize>,
+    },
+    MissingSecret {
+        name: String,
+    },
+    /// The URL is invalid, or event data would move it to another origin.
+    Url,
+    /// A header name or value that cannot be sent.
+    Header {
+        name: String,
+    },
+    Auth,
+    Signing,
+    /// The event does not fit a batch (`max_bytes`).
+    Batch,
+}
+
+/// The secret a "secret \"x\" is not set" message (ours) names.
+fn missing_secret(message: &str) -> Option<String> {
+    let start = message.find("secret \"")? + "secret \"".len();
+    let len = message[start..].find("\" is not set")?;
+    Some(message[start..start + len].to_owned())
 }
 
 /// Everything rendering needs besides the destination and the event.
@@ -417,6 +507,7 @@ impl CompiledDestination {
             errors.push(ConfigError {
                 destination: dest.name.clone(),
                 field: field.to_owned(),
+                path: FieldPath::parse(field),
                 message,
             });
         };
@@ -497,10 +588,10 @@ impl CompiledDestination {
             match mapping::compile_row(i, r, &mut templates) {
                 Ok(c) => rows.push(c),
                 Err(MappingError {
-                    row,
+                    index,
                     target,
                     message,
-                }) => err(&format!("mapping[{}] ({target})", row - 1), message),
+                }) => err(&format!("mapping[{index}] ({target})"), message),
             }
         }
         let body = match &dest.body {
@@ -675,14 +766,38 @@ impl CompiledDestination {
     }
 
     fn fail(&self, message: impl Into<String>) -> RenderError {
+        self.fail_as(RenderErrorKind::Other, message)
+    }
+
+    fn fail_as(&self, kind: RenderErrorKind, message: impl Into<String>) -> RenderError {
+        let message = message.into();
+        let kind = match missing_secret(&message) {
+            Some(name) => RenderErrorKind::MissingSecret { name },
+            None => kind,
+        };
         RenderError {
             destination: self.dest.name.clone(),
-            message: message.into(),
+            message,
+            kind,
         }
     }
 
     fn tfail(&self, e: &TemplateError) -> RenderError {
-        self.fail(e.to_string())
+        let num = |label: &str| {
+            e.position
+                .split(label)
+                .nth(1)
+                .and_then(|t| t.split(|c: char| !c.is_ascii_digit()).next())
+                .and_then(|n| n.parse().ok())
+        };
+        self.fail_as(
+            RenderErrorKind::Template {
+                field: e.field.clone(),
+                line: num("line "),
+                column: num("column "),
+            },
+            e.to_string(),
+        )
     }
 
     /// Trigger, URL, headers and body for one event. Cheap and synchronous: the
@@ -728,7 +843,9 @@ impl CompiledDestination {
                         let v = Arc::new(v);
                         self.prepare_inner(index, &v, Some(&v), ctx, Some(text))
                     }
-                    Err(e) => Err(self.fail(format!("event {index}: {e}"))),
+                    Err(e) => {
+                        Err(self.fail_as(RenderErrorKind::Event, format!("event {index}: {e}")))
+                    }
                 })
             }
         }
@@ -875,11 +992,12 @@ impl CompiledDestination {
         let mut moved = false;
         if d.dynamic_overrides {
             if let Some(full) = event.get("fullPath").and_then(Value::as_str) {
-                url = replace_path(&url, full).map_err(|m| self.fail(format!("fullPath: {m}")))?;
+                url = replace_path(&url, full)
+                    .map_err(|m| self.fail_as(RenderErrorKind::Url, format!("fullPath: {m}")))?;
                 moved = true;
             } else if let Some(append) = event.get("appendPath").and_then(Value::as_str) {
-                url =
-                    append_path(&url, append).map_err(|m| self.fail(format!("appendPath: {m}")))?;
+                url = append_path(&url, append)
+                    .map_err(|m| self.fail_as(RenderErrorKind::Url, format!("appendPath: {m}")))?;
                 moved = true;
             }
         }
@@ -901,7 +1019,12 @@ impl CompiledDestination {
                 .templates
                 .render(t, &tctx())
                 .map_err(|e| self.tfail(&e))?;
-            check_header_value(name, &v).map_err(|m| self.fail(format!("headers.{name}: {m}")))?;
+            check_header_value(name, &v).map_err(|m| {
+                self.fail_as(
+                    RenderErrorKind::Header { name: name.clone() },
+                    format!("headers.{name}: {m}"),
+                )
+            })?;
             set_header(&mut headers, name, v);
         }
         if d.dynamic_overrides
@@ -916,14 +1039,23 @@ impl CompiledDestination {
             for (name, v) in h {
                 if let Value::String(v) = v {
                     if !is_token(name) {
-                        return Err(self.fail(format!(
-                            "event header \"{name}\" is not a valid header name"
-                        )));
+                        return Err(self.fail_as(
+                            RenderErrorKind::Header { name: name.clone() },
+                            format!("event header \"{name}\" is not a valid header name"),
+                        ));
                     }
                     if let Some(m) = framing_header(name) {
-                        return Err(self.fail(format!("event header {m}")));
+                        return Err(self.fail_as(
+                            RenderErrorKind::Header { name: name.clone() },
+                            format!("event header {m}"),
+                        ));
                     }
-                    check_header_value(name, v).map_err(|m| self.fail(format!("event {m}")))?;
+                    check_header_value(name, v).map_err(|m| {
+                        self.fail_as(
+                            RenderErrorKind::Header { name: name.clone() },
+                            format!("event {m}"),
+                        )
+                    })?;
                     set_header(&mut headers, name, v.clone());
                 }
             }
@@ -933,8 +1065,15 @@ impl CompiledDestination {
         // Body.
         let mut mapped = || -> Result<Value, RenderError> {
             let mut c = || tctx();
-            mapping::apply(&self.rows, event, &self.templates, &mut c)
-                .map_err(|e| self.fail(e.to_string()))
+            mapping::apply(&self.rows, event, &self.templates, &mut c).map_err(|e| {
+                self.fail_as(
+                    RenderErrorKind::Mapping {
+                        index: e.index,
+                        target: e.target.clone(),
+                    },
+                    e.to_string(),
+                )
+            })
         };
         let stripped = || -> std::borrow::Cow<'_, Value> {
             if overrides {
@@ -1028,13 +1167,13 @@ impl CompiledDestination {
             // The common case: a fixed URL, nothing to append. Checked once, at compile time.
             Some(fixed) if query.is_empty() && !moved => fixed.clone(),
             _ => {
-                let parsed =
-                    finish_url_parsed(&url, &query).map_err(|m| self.fail(format!("url: {m}")))?;
+                let parsed = finish_url_parsed(&url, &query)
+                    .map_err(|m| self.fail_as(RenderErrorKind::Url, format!("url: {m}")))?;
                 if let Some(origin) = url_origin {
                     let origin = origin?;
                     let got = parsed.origin().ascii_serialization();
                     if got != origin {
-                        return Err(self.fail(format!(
+                        return Err(self.fail_as(RenderErrorKind::Url, format!(
                             "url: event data would send this request to {got} instead of {origin}; event data may change only the path (scheme, host and port come from the destination)"
                         )));
                     }
@@ -1209,13 +1348,14 @@ impl CompiledDestination {
         let mut url = req.base_url.clone();
         let mut sensitive = Vec::new();
         let parts = auth::apply(&self.dest.auth, &ctx.secrets, req.jwt_claims.as_ref(), now)
-            .map_err(|e: AuthError| self.fail(e.to_string()))?;
+            .map_err(|e: AuthError| self.fail_as(RenderErrorKind::Auth, e.to_string()))?;
         for (n, v) in parts.headers {
             sensitive.push(n.clone());
             set_header(&mut headers, &n, v);
         }
         if !parts.query.is_empty() {
-            url = finish_url(&url, &parts.query).map_err(|m| self.fail(format!("url: {m}")))?;
+            url = finish_url(&url, &parts.query)
+                .map_err(|m| self.fail_as(RenderErrorKind::Url, format!("url: {m}")))?;
         }
         req.auth_query = parts.query.iter().map(|(n, _)| n.clone()).collect();
         for s in &parts.used {
@@ -1231,10 +1371,9 @@ impl CompiledDestination {
                 prefix,
                 secret,
             } => {
-                let key = ctx
-                    .secrets
-                    .get(secret)
-                    .map_err(|e| self.fail(format!("signing.secret: {e}")))?;
+                let key = ctx.secrets.get(secret).map_err(|e| {
+                    self.fail_as(RenderErrorKind::Signing, format!("signing.secret: {e}"))
+                })?;
                 set_header(
                     &mut headers,
                     header,
@@ -1250,17 +1389,18 @@ impl CompiledDestination {
                 push_secret(&mut req.secret_values, &key);
             }
             Signing::StandardWebhooks { secret } => {
-                let key = ctx
-                    .secrets
-                    .get(secret)
-                    .map_err(|e| self.fail(format!("signing.secret: {e}")))?;
+                let key = ctx.secrets.get(secret).map_err(|e| {
+                    self.fail_as(RenderErrorKind::Signing, format!("signing.secret: {e}"))
+                })?;
                 let sig = sign::standard_webhooks_signature(
                     key.expose(),
                     &req.idempotency_key,
                     now,
                     body,
                 )
-                .map_err(|e| self.fail(format!("signing.secret: {e}")))?;
+                .map_err(|e| {
+                    self.fail_as(RenderErrorKind::Signing, format!("signing.secret: {e}"))
+                })?;
                 set_header(&mut headers, "webhook-id", req.idempotency_key.clone());
                 set_header(&mut headers, "webhook-timestamp", now.to_string());
                 set_header(&mut headers, "webhook-signature", sig);
@@ -1338,7 +1478,9 @@ impl CompiledDestination {
                 Some(Ok(Prepared::Skipped(reason))) => sink(Rendered::Skipped(i, reason)),
                 Some(Ok(Prepared::Ready(p))) => match batcher.push(*p) {
                     Ok(done) => push(&mut sink, done),
-                    Err((i, m)) => sink(Rendered::Error(i, self.fail(m))),
+                    Err((i, m)) => {
+                        sink(Rendered::Error(i, self.fail_as(RenderErrorKind::Batch, m)))
+                    }
                 },
                 Some(Err(e)) => sink(Rendered::Error(i, e)),
             }
@@ -1414,6 +1556,7 @@ pub fn render_request(
 ) -> Result<Option<RenderedRequest>, RenderError> {
     let compiled = CompiledDestination::compile(dest).map_err(|errs| RenderError {
         destination: dest.name.clone(),
+        kind: RenderErrorKind::Other,
         message: errs
             .iter()
             .map(|e| format!("{}: {}", e.field, e.message))

@@ -524,7 +524,7 @@ mod tests {
         let mut r = row("n", "$.s");
         r.transforms = vec!["number".into()];
         let e = map(&[row("ok", "$.s"), r], &json!({"s": "abc"})).expect_err("not a number");
-        assert_eq!(e.row, 2);
+        assert_eq!(e.index, 1);
         assert!(e.to_string().contains("mapping[1] (n)"), "{e}");
     }
 

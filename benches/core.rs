@@ -103,6 +103,7 @@ fn render_one(c: &CompiledDestination, ev: &Arc<Value>, ctx: &RenderCtx) -> usiz
                 Batch {
                     events: vec![*p],
                     note: String::new(),
+                    trace: None,
                 },
                 ctx,
             )

@@ -16,6 +16,49 @@ use super::template::{self, SecretScope, Templates, Tpl};
 pub struct Batch {
     pub events: Vec<PreparedEvent>,
     pub note: String,
+    /// The same as data; `None` when not batching.
+    pub trace: Option<BatchTrace>,
+}
+
+/// Why a batch ended where it did, as data (the preview's batch trace).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchTrace {
+    /// 1-based group number, in the order groups first appeared.
+    pub group: usize,
+    /// What the group's events share: a digest of method, URL and headers (events
+    /// that differ in any of them are never batched together).
+    pub group_key: String,
+    /// 1-based position of this batch within its group.
+    pub seq: usize,
+    pub events: usize,
+    /// Bytes of the envelope as estimated while batching (array and rows envelopes
+    /// are exact; a template envelope is measured when it is rendered).
+    pub bytes: usize,
+    pub closed_by: ClosedBy,
+}
+
+/// What closed a batch. Groups stay open side by side, so an event of another group
+/// never closes one: each closes on its own caps, or at the end of the input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClosedBy {
+    /// `max_events` reached.
+    EventCap,
+    /// The next event would have passed `max_bytes`.
+    ByteCap,
+    /// A rendered template envelope measured over `max_bytes`: the batch was split.
+    MeasuredBytes,
+    EndOfInput,
+}
+
+impl ClosedBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::EventCap => "event cap",
+            Self::ByteCap => "byte cap",
+            Self::MeasuredBytes => "byte cap (measured)",
+            Self::EndOfInput => "end of input",
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -202,7 +245,24 @@ struct Open {
     events: Vec<PreparedEvent>,
     bytes: usize,
     group: usize,
+    key: String,
     seq: usize,
+}
+
+/// A short digest of what a group's events share.
+fn route_key(r: &Route) -> String {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    h.update(r.method.as_str());
+    h.update(b"\n");
+    h.update(&r.url);
+    for (n, v) in &r.headers {
+        h.update(b"\n");
+        h.update(n);
+        h.update(b":");
+        h.update(v);
+    }
+    hex::encode(&h.finalize()[..6])
 }
 
 /// Streams prepared events into batches; memory holds only the open batches.
@@ -241,6 +301,7 @@ impl Batcher {
             return Ok(vec![Batch {
                 events: vec![p],
                 note: String::new(),
+                trace: None,
             }]);
         };
         let size = env.item_size(&p);
@@ -263,6 +324,7 @@ impl Batcher {
                     events: Vec::new(),
                     bytes: fixed,
                     group: self.groups,
+                    key: route_key(&p.route),
                     seq: 0,
                 },
             );
@@ -276,6 +338,7 @@ impl Batcher {
                 open,
                 fixed,
                 &format!("max_bytes ({max_bytes}) reached"),
+                ClosedBy::ByteCap,
             ));
         }
         open.bytes += size;
@@ -285,6 +348,7 @@ impl Batcher {
                 open,
                 fixed,
                 &format!("max_events ({max_events}) reached"),
+                ClosedBy::EventCap,
             ));
         }
         Ok(done)
@@ -303,13 +367,13 @@ impl Batcher {
                 } else {
                     "end of input"
                 };
-                take(o, fixed, why)
+                take(o, fixed, why, ClosedBy::EndOfInput)
             })
             .collect()
     }
 }
 
-fn take(open: &mut Open, fixed: usize, why: &str) -> Batch {
+fn take(open: &mut Open, fixed: usize, why: &str, closed_by: ClosedBy) -> Batch {
     open.seq += 1;
     let events = std::mem::take(&mut open.events);
     let note = format!(
@@ -319,6 +383,18 @@ fn take(open: &mut Open, fixed: usize, why: &str) -> Batch {
         events.len(),
         open.bytes
     );
+    let trace = BatchTrace {
+        group: open.group,
+        group_key: open.key.clone(),
+        seq: open.seq,
+        events: events.len(),
+        bytes: open.bytes,
+        closed_by,
+    };
     open.bytes = fixed;
-    Batch { events, note }
+    Batch {
+        events,
+        note,
+        trace: Some(trace),
+    }
 }

@@ -370,6 +370,82 @@ pub fn compile_row(
     })
 }
 
+/// What one row gave for one event (the mapping designer shows it beside the row;
+/// coverage counts it over a set).
+#[derive(Debug, Clone, PartialEq)]
+pub enum RowOutcome {
+    /// The source gave this value (after transforms).
+    Value(Value),
+    /// The source was missing; the row's default was used.
+    Defaulted(Value),
+    /// The source was missing and there is no default: the field is omitted.
+    Missing,
+    /// The source held `null`, which is kept.
+    Null,
+    /// The row failed; the message says why.
+    Error(String),
+}
+
+/// One row's outcome, named as the workspace file names it (`mapping[i]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowTrace {
+    pub index: usize,
+    pub target: String,
+    pub outcome: RowOutcome,
+}
+
+/// One row's value: `Ok(None)` when the field is omitted; the flag says "defaulted".
+fn eval_row(
+    r: &CompiledRow,
+    event: &Value,
+    templates: &Templates,
+    ctx: &mut dyn FnMut() -> minijinja::Value,
+) -> Result<Option<(Value, RowOutcomeKind)>, MappingError> {
+    let err = |message: String| MappingError {
+        index: r.index,
+        target: r.target_text.clone(),
+        message,
+    };
+    let found: Option<Value> = match &r.source {
+        Source::Path { path, singular } => {
+            let nodes = path.query(event);
+            if *singular {
+                nodes.first().map(|v| (*v).clone())
+            } else if nodes.is_empty() {
+                None
+            } else {
+                Some(Value::Array(nodes.all().into_iter().cloned().collect()))
+            }
+        }
+        Source::Literal(v) => Some(v.clone()),
+        Source::Template(t) => {
+            Some(Value::String(templates.render(t, &ctx()).map_err(|e| {
+                err(format!("template: {}{}", e.position, e.message))
+            })?))
+        }
+    };
+    Ok(match found {
+        Some(Value::Null) => Some((Value::Null, RowOutcomeKind::Null)),
+        Some(mut v) => {
+            for t in &r.transforms {
+                v = t.apply(v).map_err(&err)?;
+            }
+            Some((v, RowOutcomeKind::Value))
+        }
+        None => r
+            .default
+            .as_ref()
+            .map(|d| (d.clone(), RowOutcomeKind::Defaulted)),
+    })
+}
+
+#[derive(Clone, Copy)]
+enum RowOutcomeKind {
+    Value,
+    Defaulted,
+    Null,
+}
+
 /// Apply the rows to `event`, building the mapped object.
 pub fn apply(
     rows: &[CompiledRow],
@@ -379,44 +455,46 @@ pub fn apply(
 ) -> Result<Value, MappingError> {
     let mut out = Value::Object(Map::new());
     for r in rows {
-        let err = |message: String| MappingError {
-            index: r.index,
-            target: r.target_text.clone(),
-            message,
-        };
-        let found: Option<Value> = match &r.source {
-            Source::Path { path, singular } => {
-                let nodes = path.query(event);
-                if *singular {
-                    nodes.first().map(|v| (*v).clone())
-                } else if nodes.is_empty() {
-                    None
-                } else {
-                    Some(Value::Array(nodes.all().into_iter().cloned().collect()))
-                }
-            }
-            Source::Literal(v) => Some(v.clone()),
-            Source::Template(t) => {
-                Some(Value::String(templates.render(t, &ctx()).map_err(|e| {
-                    err(format!("template: {}{}", e.position, e.message))
-                })?))
-            }
-        };
-        let value = match found {
-            Some(mut v) => {
-                for t in &r.transforms {
-                    v = t.apply(v).map_err(&err)?;
-                }
-                v
-            }
-            None => match &r.default {
-                Some(d) => d.clone(),
-                None => continue, // missing source: the field is omitted
-            },
-        };
-        set_path(&mut out, &r.target, value).map_err(err)?;
+        if let Some((value, _)) = eval_row(r, event, templates, ctx)? {
+            set_path(&mut out, &r.target, value).map_err(|message| MappingError {
+                index: r.index,
+                target: r.target_text.clone(),
+                message,
+            })?;
+        }
     }
     Ok(out)
+}
+
+/// Every row's outcome for `event` — all rows, not only up to the first error.
+pub fn trace(
+    rows: &[CompiledRow],
+    event: &Value,
+    templates: &Templates,
+    ctx: &mut dyn FnMut() -> minijinja::Value,
+) -> Vec<RowTrace> {
+    let mut out = Value::Object(Map::new());
+    rows.iter()
+        .map(|r| {
+            let outcome = match eval_row(r, event, templates, ctx) {
+                Err(e) => RowOutcome::Error(e.message),
+                Ok(None) => RowOutcome::Missing,
+                Ok(Some((v, kind))) => match set_path(&mut out, &r.target, v.clone()) {
+                    Err(m) => RowOutcome::Error(m),
+                    Ok(()) => match kind {
+                        RowOutcomeKind::Value => RowOutcome::Value(v),
+                        RowOutcomeKind::Defaulted => RowOutcome::Defaulted(v),
+                        RowOutcomeKind::Null => RowOutcome::Null,
+                    },
+                },
+            };
+            RowTrace {
+                index: r.index,
+                target: r.target_text.clone(),
+                outcome,
+            }
+        })
+        .collect()
 }
 
 /// Convenience for callers holding the event by value.

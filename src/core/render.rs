@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use sha2::Digest as _;
 
 use super::auth::{self, AuthError};
-use super::batch::{self, Batch};
+use super::batch::{self, Batch, BatchTrace, ClosedBy};
 use super::events::EventList;
 use super::mapping::{self, CompiledRow, MappingError};
 use super::model::{
@@ -165,6 +165,8 @@ pub struct RenderedRequest {
     pub idempotency_key: String,
     /// Why these events share (or do not share) this request; empty when not batching.
     pub batch_note: String,
+    /// The same as data: group, sequence, size and what closed the batch.
+    pub batch: Option<batch::BatchTrace>,
     /// Before auth and signing; `finish` rebuilds `url` and `headers` from these per attempt.
     base_url: String,
     base_headers: Vec<(String, String)>,
@@ -890,6 +892,38 @@ impl CompiledDestination {
         }
     }
 
+    /// Every mapping row's outcome for one event (value, defaulted, missing, null or
+    /// error) — all rows, not only up to the first error — with values derived from a
+    /// secret hidden as previews hide them.
+    pub fn trace_mapping(&self, event: &Value, ctx: &RenderCtx) -> Vec<mapping::RowTrace> {
+        let shared = Arc::new(event.clone());
+        let run = |ctx: &RenderCtx| -> (Vec<mapping::RowTrace>, bool) {
+            let scope = Arc::new(SecretScope {
+                secrets: ctx.secrets.clone(),
+                used: Mutex::default(),
+            });
+            let mut c = || template::context(&shared, &scope);
+            let t = mapping::trace(&self.rows, event, &self.templates, &mut c);
+            let used = !scope
+                .used
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .is_empty();
+            (t, used)
+        };
+        let (mut real, used) = run(ctx);
+        if !used {
+            return real;
+        }
+        let (a, _) = run(&self.alt_ctx(ctx, 0));
+        let (b, _) = run(&self.alt_ctx(ctx, 1));
+        for (i, row) in real.iter_mut().enumerate() {
+            let alts = [a.get(i).map(|r| &r.outcome), b.get(i).map(|r| &r.outcome)];
+            row.outcome = redact_outcome(&row.outcome, &alts);
+        }
+        real
+    }
+
     /// The same context with sentinel secrets of family `k` and the same clock.
     fn alt_ctx(&self, ctx: &RenderCtx, k: usize) -> RenderCtx {
         RenderCtx {
@@ -1253,7 +1287,95 @@ impl CompiledDestination {
 
     /// Turn a group of prepared events into a request: envelope, idempotency key, then
     /// auth and signature at `ctx.now()`.
+    #[allow(clippy::needless_pass_by_value)] // takes the batch, as callers hand it over
     pub fn finish(&self, batch: Batch, ctx: &RenderCtx) -> Result<RenderedRequest, RenderError> {
+        self.finish_ref(&batch, ctx)
+    }
+
+    /// [`finish`](Self::finish), measuring template envelopes: a rendered batch over
+    /// `batching.max_bytes` is split in halves until each fits (the batcher can only
+    /// estimate a template's size). Each result comes with the events it carries.
+    pub fn finish_measured(
+        &self,
+        batch: Batch,
+        ctx: &RenderCtx,
+    ) -> Vec<(Vec<usize>, Result<RenderedRequest, RenderError>)> {
+        let measured = matches!(self.envelope, Some(batch::CompiledEnvelope::Template(_)));
+        let max = self
+            .dest
+            .batching
+            .as_ref()
+            .map_or(usize::MAX, |b| b.max_bytes);
+        let mut out = Vec::new();
+        self.finish_split(batch, ctx, measured, max, &mut out);
+        out
+    }
+
+    fn finish_split(
+        &self,
+        batch: Batch,
+        ctx: &RenderCtx,
+        measured: bool,
+        max: usize,
+        out: &mut Vec<(Vec<usize>, Result<RenderedRequest, RenderError>)>,
+    ) {
+        let idx: Vec<usize> = batch.events.iter().map(|e| e.index).collect();
+        let r = self.finish_ref(&batch, ctx);
+        let size = r
+            .as_ref()
+            .ok()
+            .and_then(|r| r.body.as_ref())
+            .map_or(0, Vec::len);
+        if !measured || size <= max || r.is_err() {
+            out.push((idx, r));
+            return;
+        }
+        if batch.events.len() == 1 {
+            out.push((
+                idx,
+                Err(self.fail_as(
+                    RenderErrorKind::Batch,
+                    format!("event is {size} bytes in the envelope, more than batching.max_bytes ({max})"),
+                )),
+            ));
+            return;
+        }
+        let Batch {
+            mut events,
+            note,
+            trace,
+        } = batch;
+        let second = events.split_off(events.len() / 2);
+        let halves = [
+            (events, ClosedBy::MeasuredBytes),
+            (
+                second,
+                trace.as_ref().map_or(ClosedBy::EndOfInput, |t| t.closed_by),
+            ),
+        ];
+        for (events, closed_by) in halves {
+            let trace = trace.clone().map(|t| BatchTrace {
+                events: events.len(),
+                closed_by,
+                ..t
+            });
+            let note =
+                format!("{note}; split: the rendered envelope measured over max_bytes ({max})");
+            self.finish_split(
+                Batch {
+                    events,
+                    note,
+                    trace,
+                },
+                ctx,
+                measured,
+                max,
+                out,
+            );
+        }
+    }
+
+    fn finish_ref(&self, batch: &Batch, ctx: &RenderCtx) -> Result<RenderedRequest, RenderError> {
         let secrets_in_play = self.secret_templates
             && (self.envelope_uses_secrets || batch.events.iter().any(|e| e.alts.is_some()));
         if !secrets_in_play {
@@ -1275,8 +1397,9 @@ impl CompiledDestination {
             let b = Batch {
                 events,
                 note: String::new(),
+                trace: None,
             };
-            self.assemble(b, &self.alt_ctx(ctx, k)).map_err(Some)
+            self.assemble(&b, &self.alt_ctx(ctx, k)).map_err(Some)
         };
         let alts = [alt(0), alt(1)];
         match self.assemble(batch, ctx) {
@@ -1297,15 +1420,19 @@ impl CompiledDestination {
     }
 
     /// Envelope, idempotency key and the request's fields, before auth and signing.
-    fn assemble(&self, batch: Batch, ctx: &RenderCtx) -> Result<RenderedRequest, RenderError> {
-        let Batch { events, note } = batch;
+    fn assemble(&self, batch: &Batch, ctx: &RenderCtx) -> Result<RenderedRequest, RenderError> {
+        let Batch {
+            events,
+            note,
+            trace,
+        } = batch;
         let Some(first) = events.first() else {
             return Err(self.fail("internal: empty batch"));
         };
         let mut envelope_secrets = Vec::new();
         let body = match &self.envelope {
             Some(env) => Some(
-                env.wrap(&events, &self.templates, ctx, &mut envelope_secrets)
+                env.wrap(events, &self.templates, ctx, &mut envelope_secrets)
                     .map_err(|m| self.fail(m))?,
             ),
             None => match &first.body {
@@ -1313,7 +1440,8 @@ impl CompiledDestination {
                 PreparedBody::Json(b) | PreparedBody::Raw(b) => Some(b.clone()),
             },
         };
-        let idempotency_key = idempotency_key(&events, body.as_deref(), self.envelope.is_some());
+        let idempotency_key = idempotency_key(events, body.as_deref(), self.envelope.is_some());
+        let body_len = body.as_ref().map_or(0, Vec::len);
         let mut secret_values: Vec<Secret> = Vec::new();
         for s in events
             .iter()
@@ -1329,7 +1457,12 @@ impl CompiledDestination {
             body,
             events: events.iter().map(|e| e.index).collect(),
             idempotency_key,
-            batch_note: note,
+            batch_note: note.clone(),
+            // The size actually sent, not the batcher's estimate.
+            batch: trace.clone().map(|t| BatchTrace {
+                bytes: body_len,
+                ..t
+            }),
             base_url: first.route.url.clone(),
             base_headers: first.route.headers.clone(),
             jwt_claims: first.jwt_claims.clone(),
@@ -1461,12 +1594,13 @@ impl CompiledDestination {
         let mut batcher = batch::Batcher::new(self.dest.batching.as_ref());
         let push = |sink: &mut dyn FnMut(Rendered), b: Vec<Batch>| {
             for b in b {
-                let idx = b.events.iter().map(|e| e.index).collect::<Vec<_>>();
-                match self.finish(b, ctx) {
-                    Ok(r) => sink(Rendered::Request(Box::new(r))),
-                    Err(e) => {
-                        for i in idx {
-                            sink(Rendered::Error(i, e.clone()));
+                for (idx, r) in self.finish_measured(b, ctx) {
+                    match r {
+                        Ok(r) => sink(Rendered::Request(Box::new(r))),
+                        Err(e) => {
+                            for i in idx {
+                                sink(Rendered::Error(i, e.clone()));
+                            }
                         }
                     }
                 }
@@ -1479,7 +1613,7 @@ impl CompiledDestination {
                 Some(Ok(Prepared::Ready(p))) => match batcher.push(*p) {
                     Ok(done) => push(&mut sink, done),
                     Err((i, m)) => {
-                        sink(Rendered::Error(i, self.fail_as(RenderErrorKind::Batch, m)))
+                        sink(Rendered::Error(i, self.fail_as(RenderErrorKind::Batch, m)));
                     }
                 },
                 Some(Err(e)) => sink(Rendered::Error(i, e)),
@@ -1518,6 +1652,50 @@ fn strip_override_keys(text: &str) -> Option<Vec<u8>> {
     }
     out.push(b'}');
     Some(out)
+}
+
+/// A row outcome with every secret-derived span hidden, by comparison with the
+/// outcomes of the sentinel renders.
+fn redact_outcome(
+    real: &mapping::RowOutcome,
+    alts: &[Option<&mapping::RowOutcome>; 2],
+) -> mapping::RowOutcome {
+    use mapping::RowOutcome as O;
+    let text = |o: &O| match o {
+        O::Value(Value::String(v)) | O::Defaulted(Value::String(v)) => Some(v.clone()),
+        O::Value(v) | O::Defaulted(v) => Some(v.to_string()),
+        O::Error(m) => Some(m.clone()),
+        O::Missing | O::Null => None,
+    };
+    let same_kind = |o: &O| std::mem::discriminant(o) == std::mem::discriminant(real);
+    let Some(real_text) = text(real) else {
+        return real.clone();
+    };
+    let alt_texts: Vec<Option<String>> = alts
+        .iter()
+        .map(|a| a.filter(|o| same_kind(o)).and_then(text))
+        .collect();
+    let refs: Vec<Option<&str>> = alt_texts.iter().map(Option::as_deref).collect();
+    match real {
+        O::Error(_) if refs.iter().any(Option::is_none) => {
+            O::Error(redact::hide_quoted(&real_text))
+        }
+        O::Error(_) => O::Error(redact::by_position(&real_text, &refs)),
+        O::Value(v) | O::Defaulted(v) => {
+            let shown = redact::by_position(&real_text, &refs);
+            let v = if shown == real_text {
+                v.clone()
+            } else {
+                Value::String(shown)
+            };
+            if matches!(real, O::Value(_)) {
+                O::Value(v)
+            } else {
+                O::Defaulted(v)
+            }
+        }
+        O::Missing | O::Null => real.clone(),
+    }
 }
 
 /// On drop, sets the flag to whether the scope's templates read a secret.
@@ -1569,6 +1747,7 @@ pub fn render_request(
             let b = Batch {
                 events: vec![*p],
                 note: String::new(),
+                trace: None,
             };
             compiled.finish(b, ctx).map(Some)
         }

@@ -651,9 +651,11 @@ impl BatchSpawner<'_> {
         workers: &mut Workers,
         acks: &mut JoinSet<()>,
     ) -> bool {
-        for b in batches {
-            let idx: Vec<usize> = b.events.iter().map(|e| e.index).collect();
-            let req = match self.ctx.compiled.finish(b, self.render_ctx) {
+        let finished = batches
+            .into_iter()
+            .flat_map(|b| self.ctx.compiled.finish_measured(b, self.render_ctx));
+        for (idx, r) in finished {
+            let req = match r {
                 Ok(r) => r,
                 Err(e) => {
                     track(acks, self.ctx, fail_unsent(self.ctx, &idx, &e.to_string()));

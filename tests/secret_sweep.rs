@@ -259,3 +259,86 @@ fn no_output_shows_a_secret_unless_revealed() {
         "the echoing receiver answered: {seen}"
     );
 }
+
+/// The capture receiver, fed by `hookline send` with a bearer token and an HMAC
+/// signature: neither the token, the signing key, nor the signature reach its stdout,
+/// its `--out` file or its history.
+#[test]
+fn the_capture_receiver_shows_no_credential_it_received() {
+    use std::io::{BufRead as _, BufReader};
+    let dir = tempfile::tempdir().expect("dir");
+    let out = dir.path().join("captured.ndjson");
+    let hist = dir.path().join("capture-history.db");
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "capture",
+        "--listen",
+        "127.0.0.1:0",
+        "--verify-secret",
+        "sig-s",
+        "--out",
+        &out.to_string_lossy(),
+        "--history",
+        &hist.to_string_lossy(),
+    ])
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    let mut child = env_secrets(&mut cmd).spawn().expect("capture starts");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let first = lines.next().expect("a line").expect("read");
+    let url = first
+        .strip_prefix("listening on ")
+        .expect("listening")
+        .to_owned();
+    let ws = dir.path().join("ws.json");
+    std::fs::write(
+        &ws,
+        json!({"version": 1, "destinations": [{
+            "name": "to-capture",
+            "url": format!("{url}/collect/track/sweep"),
+            "auth": {"kind": "bearer", "token_secret": "client-s"},
+            "signing": {"kind": "hmac", "secret": "sig-s"}
+        }]})
+        .to_string(),
+    )
+    .expect("ws");
+    let ev = dir.path().join("e.ndjson");
+    std::fs::write(&ev, "{\"type\":\"track\",\"userId\":\"u1\"}\n").expect("events");
+    let o = run(&[
+        "send",
+        "-w",
+        &ws.to_string_lossy(),
+        "-d",
+        "to-capture",
+        "-e",
+        &ev.to_string_lossy(),
+        "--no-history",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let captured = lines.next().expect("capture line").expect("read");
+    // Stop it the way a user does, so it flushes.
+    let _ = Command::new("kill").arg(child.id().to_string()).status();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let _ = child.wait();
+    let stdout = format!("{captured}\n{}", rest.join("\n"));
+    assert!(
+        stdout.contains("\"valid\""),
+        "the signature was checked: {stdout}"
+    );
+    assert!(
+        stdout.contains("Bearer ***"),
+        "the token is shown redacted: {stdout}"
+    );
+    assert_clean("capture stdout", &stdout);
+    assert_clean(
+        "capture --out",
+        &std::fs::read_to_string(&out).unwrap_or_default(),
+    );
+    for entry in std::fs::read_dir(dir.path()).expect("dir") {
+        let p = entry.expect("entry").path();
+        if p.to_string_lossy().contains("capture-history") {
+            let bytes = std::fs::read(&p).expect("read");
+            assert_clean(&p.display().to_string(), &String::from_utf8_lossy(&bytes));
+        }
+    }
+}

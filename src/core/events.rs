@@ -74,28 +74,59 @@ impl From<Vec<Value>> for EventList {
 /// must already be valid JSON (the importer checks it first).
 pub fn canonical(json: &str) -> Box<str> {
     let json = json.trim();
-    let b = json.as_bytes();
-    if !b.iter().any(|c| matches!(c, b' ' | b'\n' | b'\r' | b'\t')) {
-        return json.into();
+    match first_outside_space(json.as_bytes()) {
+        None => json.into(),
+        Some(at) => strip_from(json, at),
     }
+}
+
+/// Where the first whitespace outside a string is, skipping strings with `memchr`
+/// (the common case: compact JSON, where this finds nothing and nothing is copied).
+fn first_outside_space(b: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b' ' | b'\n' | b'\r' | b'\t' => return Some(i),
+            b'"' => i = string_end(b, i + 1),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// The index just past the string whose contents start at `i`.
+fn string_end(b: &[u8], mut i: usize) -> usize {
+    while let Some(off) = memchr::memchr2(b'"', b'\\', &b[i..]) {
+        let at = i + off;
+        if b[at] == b'"' {
+            return at + 1;
+        }
+        i = at + 2; // skip the escaped character
+        if i >= b.len() {
+            return b.len();
+        }
+    }
+    b.len()
+}
+
+/// `json` with every whitespace outside strings removed, from `at` on.
+fn strip_from(json: &str, at: usize) -> Box<str> {
+    let b = json.as_bytes();
     let mut out = Vec::with_capacity(b.len());
-    let mut in_string = false;
-    let mut escaped = false;
-    for &c in b {
-        if in_string {
-            out.push(c);
-            if escaped {
-                escaped = false;
-            } else if c == b'\\' {
-                escaped = true;
-            } else if c == b'"' {
-                in_string = false;
+    out.extend_from_slice(&b[..at]);
+    let mut i = at;
+    while i < b.len() {
+        match b[i] {
+            b' ' | b'\n' | b'\r' | b'\t' => i += 1,
+            b'"' => {
+                let end = string_end(b, i + 1);
+                out.extend_from_slice(&b[i..end]);
+                i = end;
             }
-        } else if c == b'"' {
-            in_string = true;
-            out.push(c);
-        } else if !matches!(c, b' ' | b'\n' | b'\r' | b'\t') {
-            out.push(c);
+            c => {
+                out.push(c);
+                i += 1;
+            }
         }
     }
     // Only ASCII whitespace outside strings was removed, so this stays UTF-8.
@@ -117,6 +148,12 @@ mod canonical_tests {
             "{\"a b\":[1,2.50,123456789012345678901234567890],\"c\":\"x \\\" y\\u00e9\"}"
         );
         assert_eq!(&*canonical("{\"a\":1}"), "{\"a\":1}");
+        // An escaped backslash right before the closing quote ends the string.
+        assert_eq!(
+            &*canonical(r#"{"a": "b\\", "c": " \" "}"#),
+            r#"{"a":"b\\","c":" \" "}"#
+        );
+        assert_eq!(&*canonical(r#"{"a":"x y"}"#), r#"{"a":"x y"}"#);
     }
 }
 

@@ -126,7 +126,7 @@ impl Templates {
                     .env
                     .get_template(name)
                     .map_err(|e| describe(field, "", &e))?;
-                let mut out = Capped(Vec::new());
+                let mut out = Capped(Vec::with_capacity(512));
                 match t.render_captured_to(ctx, &mut out) {
                     Ok(_) => Ok(String::from_utf8(out.0)
                         .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())),

@@ -246,7 +246,7 @@ fn a_version_1_database_is_migrated_and_its_jobs_stay_readable() {
     let v: i64 = c
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .expect("version");
-    assert_eq!(v, 2);
+    assert_eq!(v, 3);
     drop(h);
     // Reopening a migrated database changes nothing.
     let h = History::open(&path).expect("reopens");

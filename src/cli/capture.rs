@@ -251,7 +251,7 @@ pub fn capture(args: &CaptureArgs, secrets: &Secrets) -> anyhow::Result<u8> {
             .await
             .map_err(|e| usage(terminal_safe(&e.to_string()).into_owned()))?;
         // Before `listening on`: a SIGTERM sent as soon as that line is read must be caught.
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut term = Terminate::new()?;
         let addr = handle.addr();
         {
             let mut stdout = std::io::stdout().lock();
@@ -295,7 +295,7 @@ pub fn capture(args: &CaptureArgs, secrets: &Secrets) -> anyhow::Result<u8> {
                     }
                 }
                 _ = tokio::signal::ctrl_c() => break,
-                _ = term.recv() => break,
+                () = term.recv() => break,
             }
         }
         // Stop accepting and let in-flight requests finish; after this every answered
@@ -343,4 +343,33 @@ fn out_error(args: &CaptureArgs, e: &std::io::Error) -> anyhow::Error {
         .map(|p| p.display().to_string())
         .unwrap_or_default();
     anyhow::anyhow!("{}: cannot write: {e}", terminal_safe(&path))
+}
+
+/// SIGTERM on Unix; elsewhere a wait that never ends (Ctrl-C still stops the run).
+struct Terminate(#[cfg(unix)] tokio::signal::unix::Signal);
+
+impl Terminate {
+    fn new() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            Ok(Self(tokio::signal::unix::signal(
+                tokio::signal::unix::SignalKind::terminate(),
+            )?))
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(Self())
+        }
+    }
+
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        {
+            self.0.recv().await;
+        }
+        #[cfg(not(unix))]
+        {
+            std::future::pending::<()>().await;
+        }
+    }
 }

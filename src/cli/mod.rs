@@ -229,7 +229,7 @@ pub fn destination(
 /// as messages safe to print on a terminal (HAR URLs and the like are event data).
 /// `as_text` keeps events as compact JSON text (large replays).
 pub fn load_events(path: &Path, as_text: bool) -> anyhow::Result<(EventList, Vec<String>)> {
-    let imported = crate::core::import::import_file_capped(path, as_text, import_cap()?)
+    let imported = crate::store::import::import_file_capped(path, as_text, import_cap()?)
         .map_err(|e| usage(e.to_string()))?;
     let errors = imported
         .errors

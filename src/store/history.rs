@@ -16,7 +16,9 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::runtime::delivery::{AttemptLog, Commit, JobLog, NewJob, Outcome, OutcomeKind};
+use crate::core::job::{
+    AttemptLog, Capture, Commit, JobLog, NewJob, Outcome, OutcomeKind, committed,
+};
 
 /// Response bodies are kept up to this size.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -34,7 +36,8 @@ pub const STALE_AFTER: Duration = Duration::from_secs(10);
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// 1: jobs, events, attempts, captures. 2: job fingerprints, pid and heartbeat.
-const SCHEMA_VERSION: i64 = 2;
+/// 3: a capture's status and collect route; a job's destination id.
+const SCHEMA_VERSION: i64 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HistoryError {
@@ -50,18 +53,8 @@ pub enum HistoryError {
     Other(String),
 }
 
-/// A captured request, as the capture receiver records it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CaptureRecord {
-    pub at: String,
-    pub method: String,
-    pub path: String,
-    pub query: String,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-    /// `Some(true)` valid, `Some(false)` invalid, `None` not checked.
-    pub signature: Option<bool>,
-}
+/// A captured request, as the capture receiver records it (the same type).
+pub type CaptureRecord = Capture;
 
 /// Told once the transaction holding a record has committed, or why it failed.
 type Ack = tokio::sync::oneshot::Sender<Result<(), String>>;
@@ -80,7 +73,7 @@ enum Record {
         ack: Ack,
     },
     Attempt(Box<AttemptLog>),
-    Capture(Box<CaptureRecord>),
+    Capture(Box<Capture>),
     JobFinished {
         job: String,
         state: String,
@@ -206,6 +199,13 @@ fn migrate(c: &mut Connection, path: &Path) -> Result<(), HistoryError> {
              ALTER TABLE jobs ADD COLUMN destination_sha256 TEXT;
              ALTER TABLE jobs ADD COLUMN pid INTEGER;
              ALTER TABLE jobs ADD COLUMN heartbeat_at TEXT;",
+        )
+        .map_err(err)?;
+    }
+    if v < 3 {
+        tx.execute_batch(
+            "ALTER TABLE captures ADD COLUMN status INTEGER;
+             ALTER TABLE captures ADD COLUMN collect TEXT;",
         )
         .map_err(err)?;
     }
@@ -579,29 +579,30 @@ impl History {
         })
     }
 
-    /// Captures after `after_id`, oldest first.
-    pub fn captures(
-        &self,
-        after_id: i64,
-        limit: usize,
-    ) -> Result<Vec<(i64, CaptureRecord)>, HistoryError> {
+    /// Captures after `after_id`, oldest first, as the receiver produced them; `id`
+    /// is the row id (pass the last one as `after_id` for the next page).
+    pub fn captures(&self, after_id: i64, limit: usize) -> Result<Vec<Capture>, HistoryError> {
         self.read(|c| {
-            let mut st = c.prepare("SELECT id, at, method, path, query, headers, body, signature FROM captures WHERE id > ?1 ORDER BY id LIMIT ?2")?;
+            let mut st = c.prepare("SELECT id, at, method, path, query, headers, body, signature, status, collect FROM captures WHERE id > ?1 ORDER BY id LIMIT ?2")?;
             let rows = st.query_map(params![after_id, i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
+                let id: i64 = r.get(0)?;
                 let headers: String = r.get(5)?;
                 let sig: Option<String> = r.get(7)?;
-                Ok((
-                    r.get(0)?,
-                    CaptureRecord {
-                        at: r.get(1)?,
-                        method: r.get(2)?,
-                        path: r.get(3)?,
-                        query: r.get(4)?,
-                        headers: serde_json::from_str(&headers).unwrap_or_default(),
-                        body: r.get(6)?,
-                        signature: sig.map(|s| s == "valid"),
-                    },
-                ))
+                let status: Option<i64> = r.get(8)?;
+                let collect: Option<String> = r.get(9)?;
+                Ok(Capture {
+                    id: u64::try_from(id).unwrap_or_default(),
+                    at: r.get(1)?,
+                    method: r.get(2)?,
+                    path: r.get(3)?,
+                    query: r.get(4)?,
+                    headers: serde_json::from_str(&headers).unwrap_or_default(),
+                    body: r.get(6)?,
+                    signature: sig.map(|s| s == "valid"),
+                    collect: collect.and_then(|c| serde_json::from_str(&c).ok()),
+                    // Captures recorded before schema 3 kept no status: the receiver answered 200.
+                    status: status.and_then(|s| u16::try_from(s).ok()).unwrap_or(200),
+                })
             })?;
             rows.collect()
         })
@@ -725,7 +726,8 @@ impl HistoryWriter {
         }
     }
 
-    pub fn capture(&self, c: CaptureRecord) {
+    /// Record a capture; its `id` is replaced by the database's row id when read back.
+    pub fn capture(&self, c: Capture) {
         self.send(Record::Capture(Box::new(c)));
     }
 
@@ -765,7 +767,7 @@ impl JobLog for HistoryWriter {
         let state = match o.outcome {
             OutcomeKind::Delivered => "delivered",
             OutcomeKind::Failed => "failed",
-            OutcomeKind::Cancelled => return crate::runtime::delivery::committed(),
+            OutcomeKind::Cancelled => return committed(),
         };
         self.events(job, events, state, Some(o))
     }
@@ -977,8 +979,18 @@ fn apply(
         }
         Record::Capture(c) => {
             tx.execute(
-                "INSERT INTO captures(at, method, path, query, headers, body, signature) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![c.at, c.method, c.path, c.query, serde_json::to_string(&c.headers).unwrap_or_default(), c.body, c.signature.map(|v| if v { "valid" } else { "invalid" })],
+                "INSERT INTO captures(at, method, path, query, headers, body, signature, status, collect) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    c.at,
+                    c.method,
+                    c.path,
+                    c.query,
+                    serde_json::to_string(&c.headers).unwrap_or_default(),
+                    c.body,
+                    c.signature.map(|v| if v { "valid" } else { "invalid" }),
+                    c.status,
+                    c.collect.as_ref().and_then(|v| serde_json::to_string(v).ok())
+                ],
             )?;
         }
         Record::JobFinished { job, state, ack } => {

@@ -8,6 +8,7 @@ fn new_job(job: &str, destination: &str, source: &str, total_events: usize) -> N
     NewJob {
         job: job.into(),
         destination: destination.into(),
+        destination_id: String::new(),
         source: source.into(),
         total_events,
         fingerprint: JobFingerprint::default(),

@@ -34,17 +34,29 @@ pub struct JobFingerprint {
 pub struct NewJob {
     pub job: String,
     pub destination: String,
+    /// The destination's stable id (empty when it has none): a renamed destination
+    /// keeps its jobs.
+    pub destination_id: String,
     pub source: String,
     pub total_events: usize,
     pub fingerprint: JobFingerprint,
 }
 
-/// SHA-256 (hex) of the destination's JSON without its name and its delivery policy:
+/// SHA-256 (hex) of the destination's JSON without its id, name and delivery policy:
 /// what decides the bytes sent. Concurrency, rate, retries and timeouts may change
 /// between a run and its resume; URL, headers, auth, body or mapping may not.
 pub fn destination_digest(d: &Destination) -> String {
     use sha2::Digest as _;
-    let mut v = serde_json::to_value(d).unwrap_or(serde_json::Value::Null);
+    // Without its id (an empty id is not written), so the digest is the one recorded
+    // before destinations had ids and a resume of such a job still matches.
+    let mut v = if d.id.is_empty() {
+        serde_json::to_value(d)
+    } else {
+        let mut d = d.clone();
+        d.id.clear();
+        serde_json::to_value(&d)
+    }
+    .unwrap_or(serde_json::Value::Null);
     if let Some(o) = v.as_object_mut() {
         o.remove("name");
         o.remove("delivery");

@@ -349,6 +349,7 @@ pub async fn run_job(
         env.log.job_started(&NewJob {
             job: spec.job.clone(),
             destination: spec.destination.name.clone(),
+            destination_id: spec.destination.id.clone(),
             source: spec.source.clone(),
             total_events: spec.events.len(),
             fingerprint,

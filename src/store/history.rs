@@ -19,6 +19,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use crate::core::job::{
     AttemptLog, Capture, Commit, JobLog, NewJob, Outcome, OutcomeKind, committed,
 };
+use crate::core::model::Destination;
 
 /// Response bodies are kept up to this size.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -205,7 +206,9 @@ fn migrate(c: &mut Connection, path: &Path) -> Result<(), HistoryError> {
     if v < 3 {
         tx.execute_batch(
             "ALTER TABLE captures ADD COLUMN status INTEGER;
-             ALTER TABLE captures ADD COLUMN collect TEXT;",
+             ALTER TABLE captures ADD COLUMN collect TEXT;
+             ALTER TABLE jobs ADD COLUMN destination_id TEXT;
+             CREATE INDEX IF NOT EXISTS jobs_destination_id ON jobs(destination_id);",
         )
         .map_err(err)?;
     }
@@ -301,7 +304,7 @@ struct EventStates {
     skipped: Vec<(u64, u64)>,
 }
 
-const JOB_COLUMNS: &str = "id, destination, source, total_events, state, created_at, finished_at, events_sha256, destination_sha256, pid, heartbeat_at";
+const JOB_COLUMNS: &str = "id, destination, source, total_events, state, created_at, finished_at, events_sha256, destination_sha256, pid, heartbeat_at, destination_id";
 
 impl History {
     /// Open (creating if needed) the database at `path`.
@@ -394,6 +397,7 @@ impl History {
             interrupted: r.state == "running" && (stale || pid.is_some_and(process_gone)),
             id: r.id,
             destination: r.destination,
+            destination_id: r.destination_id,
             source: r.source,
             total_events: total,
             state: r.state,
@@ -451,6 +455,20 @@ impl History {
         out.retain(|j| j.state != "running" || j.interrupted);
         out.truncate(limit);
         Ok(out)
+    }
+
+    /// The jobs of one destination, newest first: matched by its stable id, or by
+    /// name for jobs recorded before it had one. A renamed destination keeps its jobs.
+    pub fn destination_jobs(
+        &self,
+        dest: &Destination,
+        limit: usize,
+    ) -> Result<Vec<JobInfo>, HistoryError> {
+        self.jobs_where(
+            "WHERE (?1 <> '' AND destination_id = ?1) OR (destination_id IS NULL AND destination = ?2)
+             ORDER BY created_at DESC LIMIT ?3",
+            params![dest.id, dest.name, i64::try_from(limit).unwrap_or(i64::MAX)],
+        )
     }
 
     fn states(&self, job: &str) -> Result<EventStates, HistoryError> {
@@ -633,6 +651,7 @@ struct RawJob {
     destination_sha256: Option<String>,
     pid: Option<i64>,
     heartbeat_at: Option<String>,
+    destination_id: Option<String>,
 }
 
 impl RawJob {
@@ -649,6 +668,7 @@ impl RawJob {
             destination_sha256: r.get(8)?,
             pid: r.get(9)?,
             heartbeat_at: r.get(10)?,
+            destination_id: r.get(11)?,
         })
     }
 }
@@ -656,7 +676,10 @@ impl RawJob {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobInfo {
     pub id: String,
+    /// The destination's name when the job was created (it may have been renamed since).
     pub destination: String,
+    /// The destination's stable id; `None` for jobs of destinations that had none.
+    pub destination_id: Option<String>,
     pub source: String,
     pub total_events: usize,
     /// As recorded: `running`, `done`, `failed` or `cancelled`.
@@ -673,6 +696,19 @@ pub struct JobInfo {
     /// `running` in the database but no heartbeat for [`STALE_AFTER`]: its process
     /// died. Resumable.
     pub interrupted: bool,
+}
+
+impl JobInfo {
+    /// Whether this job was sent through `dest`: the same stable id (whatever the
+    /// names, so a renamed destination resumes its jobs), or the same name (a job
+    /// recorded before ids, or a file whose ids were dropped). What would be sent is
+    /// checked by the fingerprint, not here.
+    pub fn is_for(&self, dest: &Destination) -> bool {
+        self.destination_id
+            .as_deref()
+            .is_some_and(|id| !dest.id.is_empty() && id == dest.id)
+            || self.destination == dest.name
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -914,8 +950,8 @@ fn apply(
         Record::JobCreated(j, ack) => {
             owed.acks.push((j.job.clone(), ack));
             tx.execute(
-                "INSERT OR IGNORE INTO jobs(id, destination, source, total_events, created_at, state, events_sha256, destination_sha256, pid, heartbeat_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7, ?8, ?5)",
+                "INSERT OR IGNORE INTO jobs(id, destination, source, total_events, created_at, state, events_sha256, destination_sha256, pid, heartbeat_at, destination_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7, ?8, ?5, ?9)",
                 params![
                     j.job,
                     j.destination,
@@ -924,7 +960,8 @@ fn apply(
                     at,
                     j.fingerprint.events_sha256,
                     j.fingerprint.destination_sha256,
-                    pid
+                    pid,
+                    (!j.destination_id.is_empty()).then_some(&j.destination_id)
                 ],
             )?;
         }

@@ -72,6 +72,45 @@ pub fn load(path: &Path) -> Result<Workspace, WorkspaceError> {
     parse(text, &p)
 }
 
+/// Give every destination without a stable id (or with one another destination
+/// already has, as after a copy and paste) a new UUID. Returns whether any changed.
+pub fn assign_ids(ws: &mut Workspace) -> bool {
+    let mut seen = std::collections::HashSet::new();
+    let mut changed = false;
+    for d in &mut ws.destinations {
+        if d.id.is_empty() || !seen.insert(d.id.clone()) {
+            d.id = uuid::Uuid::new_v4().to_string();
+            seen.insert(d.id.clone());
+            changed = true;
+        }
+    }
+    changed
+}
+
+/// [`load`], then give destinations without an id one ([`assign_ids`]) and save the
+/// file back so the ids stay: history and cached tokens follow a destination through
+/// a rename. If the file cannot be written, the ids given are dropped again (the
+/// destinations are then known by name, as before) and the error is returned
+/// beside the workspace.
+pub fn load_assigning_ids(
+    path: &Path,
+) -> Result<(Workspace, Option<WorkspaceError>), WorkspaceError> {
+    let mut ws = load(path)?;
+    let before: Vec<String> = ws.destinations.iter().map(|d| d.id.clone()).collect();
+    if !assign_ids(&mut ws) {
+        return Ok((ws, None));
+    }
+    match save(path, &ws) {
+        Ok(()) => Ok((ws, None)),
+        Err(e) => {
+            for (d, id) in ws.destinations.iter_mut().zip(before) {
+                d.id = id;
+            }
+            Ok((ws, Some(e)))
+        }
+    }
+}
+
 /// Parse workspace text; `origin` names it in errors.
 pub fn parse(text: &str, origin: &str) -> Result<Workspace, WorkspaceError> {
     // Editors on Windows like to start files with a byte order mark; JSON has none.

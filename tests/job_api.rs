@@ -239,3 +239,199 @@ fn the_destination_digest_ignores_the_id_so_jobs_from_before_ids_still_resume() 
     d.url = "http://127.0.0.1:9/other".into();
     assert_ne!(hookline::core::job::destination_digest(&d), before);
 }
+
+/// A runtime that records into `h` and reads it for `ResendFailed` / `ResumeJob`.
+fn runtime_with(
+    h: &Arc<History>,
+) -> (
+    hookline::runtime::Runtime,
+    std::sync::mpsc::Receiver<hookline::runtime::Update>,
+) {
+    let mut config =
+        hookline::runtime::RuntimeConfig::new(hookline::core::secret::Secrets::memory(&[]));
+    config.log = Arc::new(h.writer());
+    config.history = Some(h.clone());
+    hookline::runtime::Runtime::start(config, || {}).expect("runtime")
+}
+
+fn numbered(n: u64) -> Arc<hookline::core::events::EventList> {
+    let v: Vec<Value> = (0..n)
+        .map(|i| serde_json::json!({"type": "track", "event": "e", "properties": {"n": i}}))
+        .collect();
+    Arc::new(v.into())
+}
+
+fn sha(text: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
+}
+
+#[test]
+fn resend_failed_sends_exactly_the_failed_events_and_resume_job_the_never_delivered() {
+    use hookline::core::job::JobFingerprint;
+    use hookline::runtime::Command as Rt;
+    let phase = Arc::new(AtomicUsize::new(1));
+    let (srv, seen) = odd_fail_receiver(phase.clone());
+    let dir = tempfile::tempdir().expect("tmp");
+    let h = Arc::new(History::open(&dir.path().join("h.sqlite3")).expect("history"));
+    let mut dest = common::fast(hookline::core::model::Destination::new(
+        "d",
+        srv.url("/hook"),
+    ));
+    dest.id = uuid::Uuid::new_v4().to_string();
+    dest.delivery.max_attempts = 1;
+    let fp = JobFingerprint {
+        events_sha256: Some(sha("the file")),
+        destination_sha256: None,
+    };
+    let (rt, updates) = runtime_with(&h);
+    // First run: only events 0..8 of 10, so 8 and 9 stay pending; odd ones fail.
+    assert!(rt.send(Rt::Send {
+        job: "j".into(),
+        destination: Box::new(dest.clone()),
+        events: numbered(10),
+        only: Some((0..8).collect()),
+        source: "test".into(),
+        resume: false,
+        fingerprint: fp.clone(),
+    }));
+    let first = common::collect(&updates, std::time::Duration::from_secs(30));
+    let stats = first.stats.expect("stats");
+    assert_eq!((stats.delivered, stats.failed), (4, 4));
+
+    phase.store(2, Ordering::SeqCst);
+    assert!(rt.send(Rt::ResendFailed {
+        job: "j".into(),
+        destination: Box::new(dest.clone()),
+        events: numbered(10),
+        fingerprint: fp.clone(),
+    }));
+    let resent = common::collect(&updates, std::time::Duration::from_secs(30));
+    assert!(resent.error.is_none(), "{:?}", resent.error);
+    let mut sent: Vec<usize> = resent
+        .outcomes
+        .iter()
+        .flat_map(|o| o.events.clone())
+        .collect();
+    sent.sort_unstable();
+    assert_eq!(
+        sent,
+        [1, 3, 5, 7],
+        "exactly the failed events, not the pending ones"
+    );
+    let counts = h.job_counts("j").expect("counts");
+    assert_eq!((counts.delivered, counts.failed, counts.pending), (8, 0, 2));
+
+    phase.store(3, Ordering::SeqCst);
+    assert!(rt.send(Rt::ResumeJob {
+        job: "j".into(),
+        destination: Box::new(dest.clone()),
+        events: numbered(10),
+        fingerprint: fp.clone(),
+    }));
+    let resumed = common::collect(&updates, std::time::Duration::from_secs(30));
+    let mut sent: Vec<usize> = resumed
+        .outcomes
+        .iter()
+        .flat_map(|o| o.events.clone())
+        .collect();
+    sent.sort_unstable();
+    assert_eq!(
+        sent,
+        [8, 9],
+        "only what was never delivered ({:?})",
+        resumed.error
+    );
+    let seen = seen.lock().expect("lock");
+    for (phase, want) in [(2, vec![1, 3, 5, 7]), (3, vec![8, 9])] {
+        let mut got: Vec<u64> = seen
+            .keys()
+            .filter(|(p, _)| *p == phase)
+            .map(|(_, n)| *n)
+            .collect();
+        got.sort_unstable();
+        assert_eq!(got, want, "what the receiver got in phase {phase}");
+    }
+}
+
+#[test]
+fn resend_failed_refuses_other_events_a_changed_destination_and_an_unknown_job() {
+    use hookline::core::job::JobFingerprint;
+    use hookline::runtime::Command as Rt;
+    let phase = Arc::new(AtomicUsize::new(1));
+    let (srv, seen) = odd_fail_receiver(phase);
+    let dir = tempfile::tempdir().expect("tmp");
+    let h = Arc::new(History::open(&dir.path().join("h.sqlite3")).expect("history"));
+    let mut dest = common::fast(hookline::core::model::Destination::new(
+        "d",
+        srv.url("/hook"),
+    ));
+    dest.delivery.max_attempts = 1;
+    let fp = |what: &str| JobFingerprint {
+        events_sha256: Some(sha(what)),
+        destination_sha256: None,
+    };
+    let (rt, updates) = runtime_with(&h);
+    assert!(rt.send(Rt::Send {
+        job: "j".into(),
+        destination: Box::new(dest.clone()),
+        events: numbered(4),
+        only: None,
+        source: "test".into(),
+        resume: false,
+        fingerprint: fp("file one"),
+    }));
+    common::collect(&updates, std::time::Duration::from_secs(30));
+    let before: usize = seen.lock().expect("lock").values().sum();
+
+    let refused = |cmd: Rt| {
+        assert!(rt.send(cmd));
+        let run = common::collect(&updates, std::time::Duration::from_secs(30));
+        assert!(run.outcomes.is_empty(), "nothing is sent");
+        run.error.expect("refused with a message")
+    };
+    let other_events = refused(Rt::ResendFailed {
+        job: "j".into(),
+        destination: Box::new(dest.clone()),
+        events: numbered(4),
+        fingerprint: fp("file two"),
+    });
+    assert!(
+        other_events.contains("job j was sent from other events"),
+        "{other_events}"
+    );
+    let other_count = refused(Rt::ResumeJob {
+        job: "j".into(),
+        destination: Box::new(dest.clone()),
+        events: numbered(5),
+        fingerprint: fp("file one"),
+    });
+    assert!(
+        other_count.contains("job j had 4 events but 5"),
+        "{other_count}"
+    );
+    let mut changed = dest.clone();
+    changed.url = srv.url("/other");
+    let changed_dest = refused(Rt::ResendFailed {
+        job: "j".into(),
+        destination: Box::new(changed),
+        events: numbered(4),
+        fingerprint: fp("file one"),
+    });
+    assert!(
+        changed_dest.contains("destination \"d\" has changed since job j"),
+        "{changed_dest}"
+    );
+    let unknown = refused(Rt::ResumeJob {
+        job: "nope".into(),
+        destination: Box::new(dest.clone()),
+        events: numbered(4),
+        fingerprint: fp("file one"),
+    });
+    assert!(unknown.contains("no job \"nope\""), "{unknown}");
+    assert_eq!(
+        seen.lock().expect("lock").values().sum::<usize>(),
+        before,
+        "the receiver got nothing more"
+    );
+}

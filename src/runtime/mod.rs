@@ -4,6 +4,7 @@
 //! never block: they `send` commands and drain updates with `try_recv`.
 
 pub mod delivery;
+pub mod jobs;
 pub mod oauth2;
 pub mod stats;
 
@@ -18,7 +19,7 @@ use crate::capture::{self, Capture, CaptureConfig, ReceiverHandle};
 use crate::core::events::EventList;
 use crate::core::model::{Destination, EventSet};
 use crate::core::secret::Secrets;
-use crate::store::history::HistoryWriter;
+use crate::store::history::{History, HistoryWriter};
 use delivery::{
     Control, JobEnv, JobFingerprint, JobLog, JobReport, JobSpec, NoLog, Outcome, TokenProvider,
 };
@@ -37,6 +38,23 @@ pub enum Command {
         resume: bool,
         /// What a resume of this job must match (the events file's digest; the
         /// destination's is computed by the job). `Default` records none.
+        fingerprint: JobFingerprint,
+    },
+    /// Send again the events of a recorded job whose latest state is failed. The
+    /// job's events are handed back (`total_events` long, in the same order) and
+    /// checked against the history: same destination (by id), count and fingerprint.
+    ResendFailed {
+        job: String,
+        destination: Box<Destination>,
+        events: Arc<EventList>,
+        fingerprint: JobFingerprint,
+    },
+    /// Send the events of a recorded job never delivered (failed or never sent),
+    /// checked like [`Command::ResendFailed`].
+    ResumeJob {
+        job: String,
+        destination: Box<Destination>,
+        events: Arc<EventList>,
         fingerprint: JobFingerprint,
     },
     /// Replay a whole event set through a destination.
@@ -179,6 +197,8 @@ pub struct RuntimeConfig {
     pub worker_threads: usize,
     /// Where captures are recorded, if anywhere.
     pub capture_history: Option<HistoryWriter>,
+    /// The history `ResendFailed` and `ResumeJob` read (the same database `log` writes).
+    pub history: Option<Arc<History>>,
 }
 
 impl RuntimeConfig {
@@ -189,6 +209,7 @@ impl RuntimeConfig {
             tokens: None,
             worker_threads: 2,
             capture_history: None,
+            history: None,
         }
     }
 }
@@ -294,6 +315,21 @@ async fn run(
                 resume: false,
                 fingerprint: JobFingerprint::default(),
             };
+        }
+        if matches!(
+            cmd,
+            Command::ResendFailed { .. } | Command::ResumeJob { .. }
+        ) {
+            match redrive(cmd, config.history.clone()).await {
+                Ok(send) => cmd = send,
+                Err((job, message)) => {
+                    updates.send(Update::JobFinished {
+                        job,
+                        result: Err(message),
+                    });
+                    continue;
+                }
+            }
         }
         match cmd {
             Command::Send {
@@ -438,7 +474,9 @@ async fn run(
                 }
                 updates.send(Update::CaptureStopped { error: None });
             }
-            Command::ReplaySet { .. } => unreachable!("turned into Send above"),
+            Command::ReplaySet { .. }
+            | Command::ResendFailed { .. }
+            | Command::ResumeJob { .. } => unreachable!("turned into Send above"),
             Command::Shutdown => break,
         }
     }
@@ -449,6 +487,70 @@ async fn run(
         while tasks.join_next().await.is_some() {}
     })
     .await;
+}
+
+/// Turn `ResendFailed` / `ResumeJob` into the `Send` of a resume, or say why not
+/// (with the job it is about).
+/// A job still running (here or in another process) is refused by the history's
+/// check: it ends `running` only once its last outcome is committed.
+async fn redrive(cmd: Command, history: Option<Arc<History>>) -> Result<Command, (String, String)> {
+    let (what, job, destination, events, fingerprint) = match cmd {
+        Command::ResendFailed {
+            job,
+            destination,
+            events,
+            fingerprint,
+        } => (jobs::Redrive::Failed, job, destination, events, fingerprint),
+        Command::ResumeJob {
+            job,
+            destination,
+            events,
+            fingerprint,
+        } => (
+            jobs::Redrive::Undelivered,
+            job,
+            destination,
+            events,
+            fingerprint,
+        ),
+        other => return Ok(other),
+    };
+    let Some(history) = history else {
+        return Err((
+            job.clone(),
+            format!("job {job}: no history to read (the runtime was started without one)"),
+        ));
+    };
+    let args = (
+        job.clone(),
+        destination.clone(),
+        events.clone(),
+        fingerprint.clone(),
+    );
+    let planned = tokio::task::spawn_blocking(move || {
+        let (job, destination, events, fingerprint) = args;
+        jobs::plan(&history, what, &job, &destination, &events, &fingerprint)
+    })
+    .await;
+    let plan = match planned {
+        Ok(Ok(p)) => p,
+        Ok(Err(message)) => return Err((job, message)),
+        Err(e) => {
+            return Err((
+                job.clone(),
+                format!("job {job}: reading the history failed: {e}"),
+            ));
+        }
+    };
+    Ok(Command::Send {
+        job,
+        destination,
+        events,
+        only: Some(plan.only),
+        source: plan.source,
+        resume: true,
+        fingerprint,
+    })
 }
 
 fn set_control(

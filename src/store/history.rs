@@ -17,7 +17,8 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::core::job::{
-    AttemptLog, Capture, Commit, JobLog, NewJob, Outcome, OutcomeKind, committed,
+    AttemptLog, Capture, Commit, JobFingerprint, JobLog, NewJob, Outcome, OutcomeKind, committed,
+    destination_digest,
 };
 use crate::core::model::Destination;
 
@@ -547,6 +548,17 @@ impl History {
             .collect())
     }
 
+    /// Events whose latest state is `failed` (not delivered since), as inclusive index
+    /// ranges: what a re-send of the failures sends. Pending events are not included.
+    pub fn failed_ranges(&self, job: &str) -> Result<Vec<(usize, usize)>, HistoryError> {
+        Ok(self
+            .states(job)?
+            .failed
+            .into_iter()
+            .map(|(a, b)| (a as usize, b as usize))
+            .collect())
+    }
+
     /// Indices of a job's events that are not delivered (nor skipped by the trigger):
     /// what a resume must send. One `usize` per such event: check the job's
     /// `total_events` against the events at hand first (as `send --resume` does).
@@ -699,6 +711,62 @@ pub struct JobInfo {
 }
 
 impl JobInfo {
+    /// Whether `events` (with `fingerprint`) through `dest` may drive this job again:
+    /// the same destination, the same number of events, and, where both sides have
+    /// one, the same events digest and the same destination settings digest. The
+    /// error says which differs, naming the job.
+    pub fn check_redrive(
+        &self,
+        dest: &Destination,
+        events: usize,
+        fingerprint: &JobFingerprint,
+    ) -> Result<(), String> {
+        let job = &self.id;
+        if !self.is_for(dest) {
+            return Err(format!(
+                "job {job} was sent through destination \"{}\", not \"{}\"",
+                self.destination, dest.name
+            ));
+        }
+        if self.total_events != events {
+            return Err(format!(
+                "job {job} had {} events but {events} were given: use the same events",
+                self.total_events
+            ));
+        }
+        if let (Some(was), Some(now)) = (&self.events_sha256, &fingerprint.events_sha256)
+            && was != now
+        {
+            return Err(format!(
+                "job {job} was sent from other events: the same number of events but different content (SHA-256 {} now, {} then)",
+                &now[..12.min(now.len())],
+                &was[..12.min(was.len())]
+            ));
+        }
+        let digest = fingerprint
+            .destination_sha256
+            .clone()
+            .unwrap_or_else(|| destination_digest(dest));
+        if self
+            .destination_sha256
+            .as_ref()
+            .is_some_and(|was| *was != digest)
+        {
+            return Err(format!(
+                "destination \"{}\" has changed since job {job} was sent (its URL, headers, auth, signing, body, mapping or batching): it would send different requests",
+                dest.name
+            ));
+        }
+        if self.state == "running" && !self.interrupted {
+            return Err(format!(
+                "job {job} is still running (pid {})",
+                self.pid
+                    .map_or_else(|| "unknown".to_owned(), |p| p.to_string())
+            ));
+        }
+        Ok(())
+    }
+
     /// Whether this job was sent through `dest`: the same stable id (whatever the
     /// names, so a renamed destination resumes its jobs), or the same name (a job
     /// recorded before ids, or a file whose ids were dropped). What would be sent is

@@ -435,3 +435,149 @@ fn resend_failed_refuses_other_events_a_changed_destination_and_an_unknown_job()
         "the receiver got nothing more"
     );
 }
+
+fn outcome(
+    kind: hookline::core::job::OutcomeKind,
+    status: u16,
+    attempts: u32,
+    error: Option<&str>,
+) -> hookline::core::job::Outcome {
+    hookline::core::job::Outcome {
+        request_no: 1,
+        request: "POST http://127.0.0.1/x".into(),
+        events: vec![],
+        status: Some(status),
+        attempts,
+        outcome: kind,
+        error: error.map(Into::into),
+        latency_ms: 1.0,
+        idempotency_key: "k".into(),
+    }
+}
+
+/// The plan SQLite chooses for `sql`: it must search an index, never scan the table
+/// or sort the job's rows (that would read the whole job for one page).
+fn assert_paged_by_index(path: &std::path::Path, sql: &str) {
+    let c = rusqlite::Connection::open(path).expect("sqlite");
+    let mut st = c
+        .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+        .expect("plan");
+    let plan: Vec<String> = st
+        .query_map(rusqlite::params!["j", 0_i64, 10_i64], |r| {
+            r.get::<_, String>(3)
+        })
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    let text = plan.join(" | ");
+    assert!(
+        text.contains("USING INDEX") || text.contains("USING COVERING INDEX"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("SCAN") && !text.contains("TEMP B-TREE"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_page_of_a_100_000_event_job_reads_its_rows_by_range() {
+    use hookline::core::job::{AttemptLog, EventState, JobLog, NewJob, OutcomeKind};
+    const N: usize = 100_000;
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("h.sqlite3");
+    let h = History::open(&path).expect("history");
+    let w = h.writer();
+    drop(w.job_started(&NewJob {
+        job: "j".into(),
+        destination: "d".into(),
+        destination_id: String::new(),
+        source: "test".into(),
+        total_events: N,
+        fingerprint: hookline::core::job::JobFingerprint::default(),
+    }));
+    // Requests of 100 events: those ending in 3 fail (503, 2 attempts), the rest are
+    // delivered; events 99 900.. stay pending; 500..599 are skipped.
+    for start in (0..99_900).step_by(100) {
+        let (ok, bad): (Vec<usize>, Vec<usize>) = (start..start + 100).partition(|i| i % 10 != 3);
+        if (500..600).contains(&start) {
+            drop(w.events_skipped("j", &(start..start + 100).collect::<Vec<_>>()));
+            continue;
+        }
+        drop(w.events_done("j", &ok, &outcome(OutcomeKind::Delivered, 200, 1, None)));
+        drop(w.events_done(
+            "j",
+            &bad,
+            &outcome(OutcomeKind::Failed, 503, 2, Some("503 down")),
+        ));
+    }
+    // A later resend delivers event 50 003: its latest state wins.
+    drop(w.events_done(
+        "j",
+        &[50_003],
+        &outcome(OutcomeKind::Delivered, 201, 1, None),
+    ));
+    for n in 0..N as u64 {
+        w.attempt(AttemptLog {
+            job: "j".into(),
+            request_no: n / 2,
+            attempt: u32::try_from(n % 2).expect("small") + 1,
+            method: "POST".into(),
+            url: format!("http://127.0.0.1/{n}"),
+            request_headers: vec![],
+            status: Some(200),
+            response_headers: vec![],
+            response_body: vec![],
+            latency_ms: 1.0,
+            error: None,
+        });
+    }
+    w.flush().expect("flush");
+
+    let page = h.job_events("j", 50_000, 10).expect("page");
+    assert_eq!(
+        page.iter().map(|r| r.index).collect::<Vec<_>>(),
+        (50_000..50_010).collect::<Vec<_>>()
+    );
+    assert_eq!(page[0].state, EventState::Delivered);
+    assert_eq!(
+        (page[3].state, page[3].status, page[3].attempts),
+        (EventState::Delivered, Some(201), 1),
+        "resent later"
+    );
+    assert_eq!(
+        h.job_events("j", 50_013, 1).expect("row"),
+        [hookline::core::job::EventRow {
+            index: 50_013,
+            state: EventState::Failed,
+            attempts: 2,
+            status: Some(503),
+            error: Some("503 down".into()),
+        }]
+    );
+    let skipped = h.job_events("j", 550, 1).expect("row");
+    assert_eq!(skipped[0].state, EventState::Skipped);
+    let tail = h.job_events("j", 99_895, 200).expect("tail");
+    assert_eq!(tail.len(), 105, "clipped at the job's end");
+    assert!(tail[..5].iter().all(|r| r.state != EventState::Pending));
+    assert!(
+        tail[5..]
+            .iter()
+            .all(|r| r.state == EventState::Pending && r.attempts == 0)
+    );
+    assert!(h.job_events("j", N, 10).expect("past the end").is_empty());
+    assert!(h.job_events("nope", 0, 10).is_err());
+
+    let attempts = h.attempts_range("j", 70_000, 4).expect("attempts");
+    assert_eq!(
+        attempts
+            .iter()
+            .map(|a| (a.request_no, a.attempt))
+            .collect::<Vec<_>>(),
+        [(35_000, 1), (35_000, 2), (35_001, 1), (35_001, 2)]
+    );
+    assert_eq!(attempts[0].url, "http://127.0.0.1/70000");
+
+    assert_paged_by_index(&path, hookline::store::history::JOB_EVENTS_PAGE_SQL);
+    assert_paged_by_index(&path, hookline::store::history::ATTEMPTS_PAGE_SQL);
+}

@@ -189,3 +189,27 @@ impl Capture {
         })
     }
 }
+
+/// Where one event of a job stands, by its latest state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventState {
+    /// Never sent, or its request had not finished when the job stopped.
+    Pending,
+    Delivered,
+    Failed,
+    /// Did not match the destination's trigger: final, never sent.
+    Skipped,
+}
+
+/// One row of a job's event table (what the app shows for event `index`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct EventRow {
+    pub index: usize,
+    pub state: EventState,
+    /// Attempts of the request that decided the state (0 when pending).
+    pub attempts: u32,
+    /// The last HTTP status of that request, if it got one.
+    pub status: Option<u16>,
+    pub error: Option<String>,
+}

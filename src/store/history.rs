@@ -17,8 +17,8 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::core::job::{
-    AttemptLog, Capture, Commit, JobFingerprint, JobLog, NewJob, Outcome, OutcomeKind, committed,
-    destination_digest,
+    AttemptLog, Capture, Commit, EventRow, EventState, JobFingerprint, JobLog, NewJob, Outcome,
+    OutcomeKind, committed, destination_digest,
 };
 use crate::core::model::Destination;
 
@@ -586,25 +586,120 @@ impl History {
     }
 
     /// The attempts of a job, oldest first.
+    /// Rows `offset .. offset + limit` of a job's event table, each event by its
+    /// latest state (delivered over skipped over failed, as [`History::job_counts`]
+    /// counts them), with the attempts, status and error of the request that decided
+    /// it. Only the recorded ranges overlapping the page are read
+    /// ([`JOB_EVENTS_PAGE_SQL`], through the `(job_id, first)` index), so a page of a
+    /// 100 000-event job costs the page, not the job.
+    pub fn job_events(
+        &self,
+        job: &str,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<EventRow>, HistoryError> {
+        let Some(info) = self.job(job)? else {
+            return Err(HistoryError::Other(format!(
+                "no job \"{job}\" in {}",
+                self.path.display()
+            )));
+        };
+        let end = offset.saturating_add(limit).min(info.total_events);
+        if offset >= end {
+            return Ok(Vec::new());
+        }
+        let (lo, hi) = (offset as i64, (end - 1) as i64);
+        let mut rows: Vec<RangeRow> = self.read(|c| {
+            let mut st = c.prepare_cached(JOB_EVENTS_PAGE_SQL)?;
+            let rows = st.query_map(params![job, lo, hi], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                ))
+            })?;
+            rows.collect()
+        })?;
+        // Oldest first, so a later record of the same rank wins.
+        rows.sort_unstable_by_key(|r| r.0);
+        let mut page: Vec<EventRow> = (offset..end)
+            .map(|index| EventRow {
+                index,
+                state: EventState::Pending,
+                attempts: 0,
+                status: None,
+                error: None,
+            })
+            .collect();
+        let rank = |s: EventState| match s {
+            EventState::Pending => 0,
+            EventState::Failed => 1,
+            EventState::Skipped => 2,
+            EventState::Delivered => 3,
+        };
+        for (_, first, last, state, attempts, status, error) in rows {
+            let state = match state.as_str() {
+                "delivered" => EventState::Delivered,
+                "failed" => EventState::Failed,
+                "skipped" => EventState::Skipped,
+                _ => continue,
+            };
+            let (Ok(first), Ok(last)) = (
+                usize::try_from(first.max(lo)),
+                usize::try_from(last.min(hi)),
+            ) else {
+                continue;
+            };
+            for row in page
+                .get_mut(first.saturating_sub(offset)..=last.saturating_sub(offset))
+                .into_iter()
+                .flatten()
+            {
+                if rank(state) >= rank(row.state) {
+                    row.state = state;
+                    row.attempts = u32::try_from(attempts).unwrap_or(0);
+                    row.status = status.and_then(|s| u16::try_from(s).ok());
+                    row.error.clone_from(&error);
+                }
+            }
+        }
+        Ok(page)
+    }
+
+    /// Attempts `offset .. offset + limit` of a job, by request number then in the
+    /// order made. Read through the `(job_id, request_no)` index
+    /// ([`ATTEMPTS_PAGE_SQL`]): the rows before the page are stepped over, never loaded.
+    pub fn attempts_range(
+        &self,
+        job: &str,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<AttemptRow>, HistoryError> {
+        let (offset, limit) = (
+            i64::try_from(offset).unwrap_or(i64::MAX),
+            i64::try_from(limit).unwrap_or(i64::MAX),
+        );
+        self.read(|c| {
+            let mut st = c.prepare_cached(ATTEMPTS_PAGE_SQL)?;
+            let rows = st.query_map(params![job, offset, limit], attempt_row)?;
+            rows.collect()
+        })
+    }
+
     pub fn attempts(&self, job: &str, limit: usize) -> Result<Vec<AttemptRow>, HistoryError> {
         self.read(|c| {
             let mut st = c.prepare(
                 "SELECT request_no, attempt, method, url, request_headers, status, response_body, latency_ms, error
                  FROM attempts WHERE job_id = ?1 ORDER BY id LIMIT ?2",
             )?;
-            let rows = st.query_map(params![job, i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
-                Ok(AttemptRow {
-                    request_no: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
-                    attempt: u32::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
-                    method: r.get(2)?,
-                    url: r.get(3)?,
-                    request_headers: r.get(4)?,
-                    status: r.get::<_, Option<i64>>(5)?.and_then(|s| u16::try_from(s).ok()),
-                    response_body: r.get(6)?,
-                    latency_ms: r.get(7)?,
-                    error: r.get(8)?,
-                })
-            })?;
+            let rows = st.query_map(
+                params![job, i64::try_from(limit).unwrap_or(i64::MAX)],
+                attempt_row,
+            )?;
             rows.collect()
         })
     }
@@ -777,6 +872,34 @@ impl JobInfo {
             .is_some_and(|id| !dest.id.is_empty() && id == dest.id)
             || self.destination == dest.name
     }
+}
+
+/// A `job_events` row: rowid, first, last, state, attempts, status, error.
+type RangeRow = (i64, i64, i64, String, i64, Option<i64>, Option<String>);
+
+/// The query behind [`History::job_events`]: the recorded ranges overlapping a page.
+pub const JOB_EVENTS_PAGE_SQL: &str =
+    "SELECT rowid, first, last, state, attempts, status, error FROM job_events
+     WHERE job_id = ?1 AND first <= ?3 AND last >= ?2";
+
+/// The query behind [`History::attempts_range`].
+pub const ATTEMPTS_PAGE_SQL: &str = "SELECT request_no, attempt, method, url, request_headers, status, response_body, latency_ms, error
+     FROM attempts WHERE job_id = ?1 ORDER BY request_no, id LIMIT ?3 OFFSET ?2";
+
+fn attempt_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AttemptRow> {
+    Ok(AttemptRow {
+        request_no: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+        attempt: u32::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+        method: r.get(2)?,
+        url: r.get(3)?,
+        request_headers: r.get(4)?,
+        status: r
+            .get::<_, Option<i64>>(5)?
+            .and_then(|s| u16::try_from(s).ok()),
+        response_body: r.get(6)?,
+        latency_ms: r.get(7)?,
+        error: r.get(8)?,
+    })
 }
 
 #[derive(Debug, Clone)]

@@ -581,3 +581,161 @@ fn a_page_of_a_100_000_event_job_reads_its_rows_by_range() {
     assert_paged_by_index(&path, hookline::store::history::JOB_EVENTS_PAGE_SQL);
     assert_paged_by_index(&path, hookline::store::history::ATTEMPTS_PAGE_SQL);
 }
+
+/// A small authorization server: `/authorize` sends the browser back to the
+/// loopback callback with a code; `/token` counts requests and answers a token.
+fn tiny_auth_server(tokens: &Arc<AtomicUsize>) -> common::Server {
+    use axum::extract::RawQuery;
+    use axum::response::IntoResponse;
+    let t = tokens.clone();
+    common::serve(
+        Router::new()
+            .route(
+                "/authorize",
+                axum::routing::get(|RawQuery(q): RawQuery| async move {
+                    let p: HashMap<String, String> =
+                        form_urlencoded::parse(q.unwrap_or_default().as_bytes()).into_owned().collect();
+                    let to = format!(
+                        "{}?code=XYZ&state={}",
+                        p.get("redirect_uri").cloned().unwrap_or_default(),
+                        p.get("state").cloned().unwrap_or_default()
+                    );
+                    (StatusCode::FOUND, [("location", to)]).into_response()
+                }),
+            )
+            .route(
+                "/token",
+                post(move || {
+                    let n = t.fetch_add(1, Ordering::SeqCst) + 1;
+                    async move {
+                        (
+                            [("content-type", "application/json")],
+                            format!(
+                                r#"{{"access_token":"tok-{n}","token_type":"Bearer","expires_in":3600,"refresh_token":"r-{n}"}}"#
+                            ),
+                        )
+                            .into_response()
+                    }
+                }),
+            ),
+    )
+}
+
+/// Plays the browser on its own thread: follow the authorization URL to the callback.
+fn play_browser(url: String) {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let c = hookline::runtime::delivery::http_client(false).expect("client");
+            let r = c.get(&url).send().await.expect("authorize");
+            let loc = r
+                .headers()
+                .get("location")
+                .and_then(|v| v.to_str().ok())
+                .expect("redirect")
+                .to_owned();
+            c.get(&loc).send().await.expect("callback");
+        });
+    });
+}
+
+#[test]
+fn authorize_runs_through_the_runtime_and_a_renamed_destination_keeps_its_token() {
+    use hookline::core::model::{Auth, ClientAuth, Destination};
+    use hookline::runtime::{Command as Rt, Update};
+    let tokens = Arc::new(AtomicUsize::new(0));
+    let auth_srv = tiny_auth_server(&tokens);
+    let seen_auth: Arc<Mutex<Vec<String>>> = Arc::default();
+    let s = seen_auth.clone();
+    let hook = common::serve(Router::new().route(
+        "/hook",
+        post(move |headers: axum::http::HeaderMap| {
+            let s = s.clone();
+            async move {
+                let a = headers
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                s.lock().expect("lock").push(a.to_owned());
+                "ok"
+            }
+        }),
+    ));
+    let mut dest = common::fast(Destination::new("a", hook.url("/hook")));
+    dest.id = uuid::Uuid::new_v4().to_string();
+    dest.auth = Auth::Oauth2AuthorizationCode {
+        authorize_url: auth_srv.url("/authorize"),
+        token_url: auth_srv.url("/token"),
+        client_id: "client".into(),
+        client_secret: Some("cs".into()),
+        scopes: vec!["events".into()],
+        client_auth: ClientAuth::ClientSecretBasic,
+        refresh_token_secret: "a-refresh".into(),
+        redirect_port: 0,
+    };
+    let config =
+        hookline::runtime::RuntimeConfig::new(hookline::core::secret::Secrets::memory(&[(
+            "cs",
+            "client-secret",
+        )]));
+    let (rt, updates) = hookline::runtime::Runtime::start(config, || {}).expect("runtime");
+    assert!(rt.send(Rt::Authorize {
+        destination: Box::new(dest.clone()),
+        timeout: std::time::Duration::from_secs(20),
+        open_browser: false,
+    }));
+    let mut url_seen = false;
+    let authorized = loop {
+        match updates
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("an update")
+        {
+            Update::AuthorizeUrl { destination, url } => {
+                assert_eq!(destination, "a");
+                assert!(url.starts_with(&auth_srv.url("/authorize")), "{url}");
+                url_seen = true;
+                play_browser(url);
+            }
+            Update::Authorized {
+                destination,
+                result,
+            } => {
+                assert_eq!(destination, "a");
+                break result.expect("authorized");
+            }
+            _ => {}
+        }
+    };
+    assert!(url_seen, "the URL is reported before the flow ends");
+    assert_eq!(
+        authorized,
+        hookline::runtime::Authorized {
+            expires_in: Some(std::time::Duration::from_hours(1)),
+            refresh_token_stored: true,
+        }
+    );
+    assert_eq!(tokens.load(Ordering::SeqCst), 1);
+
+    // Renamed, same id: the cached token is used, no new token request.
+    dest.name = "renamed".into();
+    assert!(rt.send(Rt::Send {
+        job: "j".into(),
+        destination: Box::new(dest),
+        events: numbered(1),
+        only: None,
+        source: "test".into(),
+        resume: false,
+        fingerprint: hookline::core::job::JobFingerprint::default(),
+    }));
+    let run = common::collect(&updates, std::time::Duration::from_secs(30));
+    assert_eq!(run.stats.expect("stats").delivered, 1);
+    assert_eq!(*seen_auth.lock().expect("lock"), ["Bearer tok-1"]);
+    assert_eq!(
+        tokens.load(Ordering::SeqCst),
+        1,
+        "the token cache follows the id"
+    );
+}

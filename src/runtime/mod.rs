@@ -76,10 +76,13 @@ pub enum Command {
     FetchToken {
         destination: Box<Destination>,
     },
-    /// Run the OAuth2 authorization code flow (opens the system browser).
+    /// Run the OAuth2 authorization code flow. The authorization URL is reported
+    /// (`Update::AuthorizeUrl`) so it can be shown or copied; with `open_browser`
+    /// the system browser also opens it.
     Authorize {
         destination: Box<Destination>,
         timeout: Duration,
+        open_browser: bool,
     },
     /// Start the capture receiver (one at a time).
     StartCapture {
@@ -126,9 +129,14 @@ pub enum Update {
         destination: String,
         result: Result<(), String>,
     },
+    /// The URL the user must visit to authorize `destination`.
+    AuthorizeUrl {
+        destination: String,
+        url: String,
+    },
     Authorized {
         destination: String,
-        result: Result<(), String>,
+        result: Result<Authorized, String>,
     },
     CaptureStarted {
         addr: std::net::SocketAddr,
@@ -140,6 +148,15 @@ pub enum Update {
     Error {
         message: String,
     },
+}
+
+/// What an authorization obtained (no token values).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authorized {
+    /// The access token's lifetime, when the server said.
+    pub expires_in: Option<Duration>,
+    /// A refresh token came and is stored in the keyring.
+    pub refresh_token_stored: bool,
 }
 
 /// Sends updates and wakes the consumer (a repaint, for the GUI).
@@ -403,11 +420,11 @@ async fn run(
             Command::FetchToken { destination } => {
                 let (oauth, updates) = (oauth.clone(), updates.clone());
                 tokio::spawn(async move {
-                    oauth.cache.invalidate(&destination.name);
+                    oauth.cache.invalidate(destination.key());
                     let result = oauth
                         .cache
                         .access_token(
-                            &destination.name,
+                            destination.key(),
                             &destination.auth,
                             &oauth.client,
                             &oauth.secrets,
@@ -424,21 +441,51 @@ async fn run(
             Command::Authorize {
                 destination,
                 timeout,
+                open_browser,
             } => {
                 let (oauth, updates) = (oauth.clone(), updates.clone());
                 tokio::spawn(async move {
-                    let result = oauth2::authorize(
-                        &destination.name,
-                        &destination.auth,
-                        &oauth.client,
-                        &oauth.secrets,
-                        &oauth.cache,
-                        oauth2::default_open_browser,
-                        timeout,
-                    )
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string());
+                    let client = if destination.accept_invalid_certs {
+                        delivery::http_client(true)
+                    } else {
+                        Ok(oauth.client.clone())
+                    };
+                    let name = destination.name.clone();
+                    let shown = updates.clone();
+                    let open = move |url: &str| {
+                        shown.send(Update::AuthorizeUrl {
+                            destination: name,
+                            url: url.to_owned(),
+                        });
+                        if open_browser {
+                            oauth2::default_open_browser(url)
+                        } else {
+                            Ok(())
+                        }
+                    };
+                    let result = match client {
+                        Ok(client) => oauth2::authorize(
+                            destination.key(),
+                            &destination.auth,
+                            &client,
+                            &oauth.secrets,
+                            &oauth.cache,
+                            open,
+                            timeout,
+                        )
+                        .await
+                        .map(|set| Authorized {
+                            expires_in: set.expires_in,
+                            refresh_token_stored: set.refresh_token.is_some(),
+                        })
+                        .map_err(|e| match e {
+                            oauth2::OAuthError::NotOAuth(_) => {
+                                oauth2::OAuthError::NotOAuth(destination.name.clone()).to_string()
+                            }
+                            e => e.to_string(),
+                        }),
+                        Err(e) => Err(e),
+                    };
                     updates.send(Update::Authorized {
                         destination: destination.name.clone(),
                         result,

@@ -739,3 +739,72 @@ fn authorize_runs_through_the_runtime_and_a_renamed_destination_keeps_its_token(
         "the token cache follows the id"
     );
 }
+
+/// Post `n` requests to `addr` from a thread of its own; returns once all are answered.
+fn post_n(addr: std::net::SocketAddr, n: usize) {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let c = hookline::runtime::delivery::http_client(false).expect("client");
+            for i in 0..n {
+                c.post(format!("http://{addr}/in"))
+                    .body(format!("{{\"i\":{i}}}"))
+                    .send()
+                    .await
+                    .expect("answered");
+            }
+        });
+    })
+    .join()
+    .expect("poster");
+}
+
+/// Start the receiver through the runtime, post `n` requests, stop it, and count
+/// the `Captured` updates that arrived before `CaptureStopped`.
+fn captured_through_the_runtime(record: bool, n: usize) -> usize {
+    use hookline::runtime::{Command as Rt, Update};
+    let config =
+        hookline::runtime::RuntimeConfig::new(hookline::core::secret::Secrets::memory(&[]));
+    let (rt, updates) = hookline::runtime::Runtime::start(config, || {}).expect("runtime");
+    assert!(rt.send(Rt::StartCapture {
+        config: hookline::capture::CaptureConfig {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            record,
+            ..hookline::capture::CaptureConfig::default()
+        },
+    }));
+    let wait = std::time::Duration::from_secs(30);
+    let addr = loop {
+        match updates.recv_timeout(wait).expect("an update") {
+            Update::CaptureStarted { addr } => break addr,
+            Update::CaptureStopped { error } => panic!("did not start: {error:?}"),
+            _ => {}
+        }
+    };
+    post_n(addr, n);
+    assert!(rt.send(Rt::StopCapture));
+    let mut captured = 0;
+    loop {
+        match updates.recv_timeout(wait).expect("an update") {
+            Update::Captured(_) => captured += 1,
+            Update::CaptureStopped { error } => {
+                assert!(error.is_none(), "{error:?}");
+                return captured;
+            }
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn stop_capture_reports_every_answered_request_before_capture_stopped() {
+    assert_eq!(captured_through_the_runtime(true, 200), 200);
+}
+
+#[test]
+fn a_capture_that_does_not_record_reports_no_captures() {
+    assert_eq!(captured_through_the_runtime(false, 20), 0);
+}

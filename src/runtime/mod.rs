@@ -498,7 +498,9 @@ async fn run(
                     fwd.abort();
                 }
                 let (tx, mut crx) = tokio::sync::mpsc::unbounded_channel();
-                match capture::start(cc, config.capture_history.clone(), Some(tx)).await {
+                // `record: false` (a sink for benchmarks) reports no captures.
+                let live = cc.record.then_some(tx);
+                match capture::start(cc, config.capture_history.clone(), live).await {
                     Ok(h) => {
                         updates.send(Update::CaptureStarted { addr: h.addr() });
                         let u = updates.clone();
@@ -516,8 +518,16 @@ async fn run(
             }
             Command::StopCapture => {
                 if let Some((h, fwd)) = receiver.take() {
+                    // In-flight requests finish; what they captured is reported
+                    // before `CaptureStopped`.
                     h.shutdown().await;
-                    fwd.abort();
+                    let abort = fwd.abort_handle();
+                    if tokio::time::timeout(Duration::from_secs(5), fwd)
+                        .await
+                        .is_err()
+                    {
+                        abort.abort();
+                    }
                 }
                 updates.send(Update::CaptureStopped { error: None });
             }

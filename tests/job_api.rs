@@ -201,6 +201,17 @@ fn ids_are_given_once_saved_back_and_a_duplicated_id_is_replaced() {
         "{ids:?}"
     );
     let saved = std::fs::read_to_string(&ws).expect("read");
+    let doc: Value = serde_json::from_str(&saved).expect("json");
+    assert_eq!(
+        doc["destinations"][0]
+            .as_object()
+            .expect("object")
+            .keys()
+            .collect::<Vec<_>>(),
+        ["id", "name", "url"],
+        "only the id is added: no defaults written out\n{saved}"
+    );
+    assert!(doc.get("event_sets").is_none(), "{saved}");
     let (again, _) = hookline::store::workspace::load_assigning_ids(&ws).expect("reloads");
     assert_eq!(again, first, "the saved ids are read back");
     assert_eq!(

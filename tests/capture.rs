@@ -343,8 +343,8 @@ async fn captures_are_persisted_to_history() {
     hist.writer().flush().expect("flushed");
     let rows = hist.captures(0, 10).expect("read");
     assert_eq!(rows.len(), 3);
-    assert_eq!(rows[2].1.body, b"{\"i\":2}");
-    assert_eq!(rows[0].1.path, "/collect/track/s");
+    assert_eq!(rows[2].body, b"{\"i\":2}");
+    assert_eq!(rows[0].path, "/collect/track/s");
 }
 
 #[test]
@@ -775,7 +775,7 @@ async fn credential_and_signature_headers_are_stored_redacted_in_live_captures_a
     assert_eq!(live.signature, Some(true), "checked on the raw header");
     hist.writer().flush().expect("flushed");
     let stored = hist.captures(0, 10).expect("read");
-    for headers in [&live.headers, &stored[0].1.headers] {
+    for headers in [&live.headers, &stored[0].headers] {
         let get = |n: &str| {
             headers
                 .iter()

@@ -8,6 +8,7 @@ fn new_job(job: &str, destination: &str, source: &str, total_events: usize) -> N
     NewJob {
         job: job.into(),
         destination: destination.into(),
+        destination_id: String::new(),
         source: source.into(),
         total_events,
         fingerprint: JobFingerprint::default(),
@@ -246,7 +247,7 @@ fn a_version_1_database_is_migrated_and_its_jobs_stay_readable() {
     let v: i64 = c
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .expect("version");
-    assert_eq!(v, 2);
+    assert_eq!(v, 3);
     drop(h);
     // Reopening a migrated database changes nothing.
     let h = History::open(&path).expect("reopens");

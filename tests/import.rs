@@ -1,7 +1,8 @@
 //! Import of events from JSON, JSON arrays, NDJSON and HAR, with bad input.
 
 use hookline::core::events::EventList;
-use hookline::core::import::{Format, Location, import_bytes, import_file, import_text};
+use hookline::core::import::{Format, Location, import_bytes, import_text};
+use hookline::store::import::import_file;
 use serde_json::{Value, json};
 
 fn fixture(p: &str) -> std::path::PathBuf {
@@ -306,7 +307,7 @@ fn a_non_object_first_line_is_a_line_error_and_the_rest_is_kept() {
 #[test]
 fn an_endless_events_file_stops_at_the_cap_while_reading() {
     // /dev/zero has no size: the cap must apply to what is read, not to metadata.
-    let e = hookline::core::import::import_file_capped(
+    let e = hookline::store::import::import_file_capped(
         std::path::Path::new("/dev/zero"),
         false,
         1024 * 1024,

@@ -26,10 +26,11 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{Map, Value, json};
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
+pub use crate::core::job::{Capture, Collect};
 use crate::core::model::HmacAlgorithm;
 use crate::core::secret::Secret;
 use crate::core::sign;
-use crate::store::history::{CaptureRecord, HistoryWriter};
+use crate::store::history::HistoryWriter;
 
 /// The receiver's default address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8787";
@@ -142,53 +143,6 @@ pub enum CaptureError {
     },
     #[error("{0}")]
     Config(String),
-}
-
-/// A `/collect` route's parts.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Collect {
-    pub event_type: String,
-    pub source_id: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub session_id: Option<String>,
-}
-
-/// One received request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Capture {
-    pub id: u64,
-    pub at: String,
-    pub method: String,
-    pub path: String,
-    pub query: String,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-    /// `Some(valid)` when a verify secret is configured.
-    pub signature: Option<bool>,
-    pub collect: Option<Collect>,
-    /// What the receiver answered (an injected fault, or 200).
-    pub status: u16,
-}
-
-impl Capture {
-    /// The capture as a JSON line: the body as text, or base64 when it is not UTF-8.
-    pub fn to_json(&self) -> Value {
-        let (body, encoding) = if let Ok(s) = std::str::from_utf8(&self.body) {
-            (Value::from(s), "utf8")
-        } else {
-            use base64::Engine as _;
-            (
-                Value::from(base64::engine::general_purpose::STANDARD.encode(&self.body)),
-                "base64",
-            )
-        };
-        json!({
-            "id": self.id, "at": self.at, "method": self.method, "path": self.path, "query": self.query,
-            "headers": self.headers.iter().map(|(n, v)| json!([n, v])).collect::<Vec<_>>(),
-            "body": body, "body_encoding": encoding, "signature": self.signature.map(|v| if v { "valid" } else { "invalid" }),
-            "collect": self.collect, "status": self.status,
-        })
-    }
 }
 
 /// Counters, readable while the receiver runs.
@@ -891,15 +845,7 @@ fn record(st: &Shared, method: &Method, uri: &Uri, headers: &HeaderMap, body: &B
         status,
     };
     if let Some(h) = &st.history {
-        h.capture(CaptureRecord {
-            at: c.at.clone(),
-            method: c.method.clone(),
-            path: c.path.clone(),
-            query: c.query.clone(),
-            headers: c.headers.clone(),
-            body: c.body.clone(),
-            signature: c.signature,
-        });
+        h.capture(c.clone());
     }
     if let Some(l) = &st.live {
         let _ = l.send(c);

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::{destination, load_workspace, usage};
 use crate::core::model::Auth;
 use crate::core::secret::Secrets;
-use crate::runtime::oauth2::{self, TokenCache};
+use crate::runtime::{Command, Runtime, RuntimeConfig, Update};
 
 #[derive(Debug, clap::Args)]
 pub struct AuthorizeArgs {
@@ -35,36 +35,40 @@ pub fn authorize(args: &AuthorizeArgs, secrets: &Secrets) -> anyhow::Result<u8> 
             dest.name
         )));
     }
-    let client = crate::runtime::delivery::http_client(dest.accept_invalid_certs)
+    // Through the runtime, as the app does it: the URL and the result come back as updates.
+    let (rt, updates) = Runtime::start(RuntimeConfig::new(secrets.clone()), || {})
         .map_err(|e| anyhow::anyhow!(e))?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let no_browser = args.no_browser;
-    let open = move |url: &str| {
-        eprintln!("hookline: open this URL to authorize:\n{url}");
-        if no_browser {
-            Ok(())
-        } else {
-            oauth2::default_open_browser(url)
+    let timeout = Duration::from_secs(args.timeout_s);
+    if !rt.send(Command::Authorize {
+        destination: Box::new(dest.clone()),
+        timeout,
+        open_browser: !args.no_browser,
+    }) {
+        anyhow::bail!("the runtime stopped before the authorization started");
+    }
+    // The flow ends by itself within `timeout`; the margin covers the token request.
+    let deadline = std::time::Instant::now() + timeout + Duration::from_mins(1);
+    let set = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match updates.recv_timeout(left) {
+            Ok(Update::AuthorizeUrl { url, .. }) => {
+                eprintln!("hookline: open this URL to authorize:\n{url}");
+            }
+            Ok(Update::Authorized { result, .. }) => {
+                break result.map_err(|e| anyhow::anyhow!(e))?;
+            }
+            Ok(Update::Error { message, .. }) => anyhow::bail!(message),
+            Ok(_) => {}
+            Err(_) => anyhow::bail!("the authorization did not finish"),
         }
     };
-    let set = rt.block_on(oauth2::authorize(
-        &dest.name,
-        &dest.auth,
-        &client,
-        secrets,
-        &TokenCache::default(),
-        open,
-        Duration::from_secs(args.timeout_s),
-    ))?;
     println!(
         "authorized \"{}\": access token received{}{}",
         dest.name,
         set.expires_in
             .map(|d| format!(", valid for {} s", d.as_secs()))
             .unwrap_or_default(),
-        if set.refresh_token.is_some() {
+        if set.refresh_token_stored {
             "; refresh token stored in the keyring"
         } else {
             "; the server sent no refresh token"

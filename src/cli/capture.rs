@@ -21,6 +21,7 @@ use super::{UsageError, open_history, usage};
 use crate::capture::{self, CaptureConfig, Faults, Verify, terminal_safe};
 use crate::core::model::HmacAlgorithm;
 use crate::core::secret::Secrets;
+use crate::runtime::{Command, Runtime, RuntimeConfig, Update};
 use crate::store::history::History;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -240,19 +241,44 @@ pub fn capture(args: &CaptureArgs, secrets: &Secrets) -> anyhow::Result<u8> {
         )),
         None => None,
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // The receiver runs in the engine's runtime, as the app runs it: StartCapture in,
+    // CaptureStarted / Captured / CaptureStopped out. This thread waits for those
+    // updates and for signals on a small runtime of its own.
+    let mut rconf = RuntimeConfig::new(secrets.clone());
+    rconf.capture_history = history.as_ref().map(History::writer);
+    let (engine, updates) = Runtime::start(rconf, || {}).map_err(|e| anyhow::anyhow!(e))?;
+    let (utx, mut urx) = tokio::sync::mpsc::unbounded_channel();
+    // Ends when the engine is dropped (its update sender goes with it).
+    std::thread::spawn(move || {
+        while let Ok(u) = updates.recv() {
+            if utx.send(u).is_err() {
+                break;
+            }
+        }
+    });
+    let sig = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let mut printer = None;
-    let run = rt.block_on(async {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let handle = capture::start(config, history.as_ref().map(History::writer), (!args.no_record).then_some(tx))
-            .await
-            .map_err(|e| usage(terminal_safe(&e.to_string()).into_owned()))?;
+    let run = sig.block_on(async {
+        if !engine.send(Command::StartCapture { config }) {
+            anyhow::bail!("the runtime stopped before the receiver started");
+        }
+        let addr = loop {
+            match urx.recv().await {
+                Some(Update::CaptureStarted { addr }) => break addr,
+                Some(Update::CaptureStopped { error }) => {
+                    return Err(usage(
+                        terminal_safe(error.as_deref().unwrap_or("the receiver stopped")).into_owned(),
+                    ));
+                }
+                Some(Update::Error { message, .. }) => anyhow::bail!("{}", terminal_safe(&message)),
+                Some(_) => {}
+                None => anyhow::bail!("the runtime stopped before the receiver started"),
+            }
+        };
         // Before `listening on`: a SIGTERM sent as soon as that line is read must be caught.
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        let addr = handle.addr();
+        let mut term = Terminate::new()?;
         {
             let mut stdout = std::io::stdout().lock();
             writeln!(stdout, "listening on http://{addr}")?;
@@ -280,29 +306,47 @@ pub fn capture(args: &CaptureArgs, secrets: &Secrets) -> anyhow::Result<u8> {
             p.line(line);
             Ok(())
         };
+        // What one update means here: `Ok(true)` once the receiver has stopped.
+        let mut apply = |u: Update, out: &mut Option<std::io::BufWriter<std::fs::File>>| -> anyhow::Result<bool> {
+            match u {
+                Update::Captured(c) => take(*c, out).map(|()| false),
+                Update::CaptureStopped { error: Some(e) } => {
+                    anyhow::bail!("receiver: {}", terminal_safe(&e))
+                }
+                Update::CaptureStopped { error: None } => Ok(true),
+                _ => Ok(false),
+            }
+        };
+        let mut stopped = false;
         loop {
             tokio::select! {
-                // Without recording nothing arrives here: only a signal ends the loop.
-                c = rx.recv(), if !args.no_record => {
-                    let Some(c) = c else { break };
-                    take(c, &mut out_file)?;
+                u = urx.recv() => {
+                    let Some(u) = u else { break };
+                    stopped = apply(u, &mut out_file)?;
                     // Write what is queued, then flush once, so a burst costs one write.
-                    while let Ok(c) = rx.try_recv() {
-                        take(c, &mut out_file)?;
+                    while !stopped && let Ok(u) = urx.try_recv() {
+                        stopped = apply(u, &mut out_file)?;
                     }
                     if let Some(f) = out_file.as_mut() {
                         f.flush().map_err(|e| out_error(args, &e))?;
                     }
+                    if stopped {
+                        break;
+                    }
                 }
                 _ = tokio::signal::ctrl_c() => break,
-                _ = term.recv() => break,
+                () = term.recv() => break,
             }
         }
-        // Stop accepting and let in-flight requests finish; after this every answered
-        // request is in `rx`, so draining it puts the last one in --out.
-        handle.shutdown().await;
-        while let Ok(c) = rx.try_recv() {
-            take(c, &mut out_file)?;
+        // Stop accepting and let in-flight requests finish; every answered request is
+        // reported before `CaptureStopped`, so taking updates until then puts the last
+        // one in --out.
+        if !stopped && engine.send(Command::StopCapture) {
+            while let Some(u) = urx.recv().await {
+                if apply(u, &mut out_file)? {
+                    break;
+                }
+            }
         }
         if let Some(f) = out_file.as_mut() {
             f.flush().map_err(|e| out_error(args, &e))?;
@@ -310,6 +354,7 @@ pub fn capture(args: &CaptureArgs, secrets: &Secrets) -> anyhow::Result<u8> {
         }
         anyhow::Ok(())
     });
+    drop(engine);
     // Whatever ended the run (a signal, or --out failing), what reached the history stays.
     let flushed = history.as_ref().map(|h| h.writer().flush());
     run?;
@@ -343,4 +388,33 @@ fn out_error(args: &CaptureArgs, e: &std::io::Error) -> anyhow::Error {
         .map(|p| p.display().to_string())
         .unwrap_or_default();
     anyhow::anyhow!("{}: cannot write: {e}", terminal_safe(&path))
+}
+
+/// SIGTERM on Unix; elsewhere a wait that never ends (Ctrl-C still stops the run).
+struct Terminate(#[cfg(unix)] tokio::signal::unix::Signal);
+
+impl Terminate {
+    fn new() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            Ok(Self(tokio::signal::unix::signal(
+                tokio::signal::unix::SignalKind::terminate(),
+            )?))
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(Self())
+        }
+    }
+
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        {
+            self.0.recv().await;
+        }
+        #[cfg(not(unix))]
+        {
+            std::future::pending::<()>().await;
+        }
+    }
 }

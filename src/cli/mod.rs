@@ -183,6 +183,24 @@ pub fn load_workspace(path: &Path) -> anyhow::Result<Workspace> {
     crate::store::workspace::load(path).map_err(|e| usage(e.to_string()))
 }
 
+/// [`load_workspace`] for a command that records history: with `keep_ids`,
+/// destinations without a stable id get one, saved back to the file (a read-only
+/// file only gets a warning: its destinations are then known by name).
+pub fn load_workspace_keeping_ids(path: &Path, keep_ids: bool) -> anyhow::Result<Workspace> {
+    if !keep_ids {
+        return load_workspace(path);
+    }
+    let (ws, not_saved) =
+        crate::store::workspace::load_assigning_ids(path).map_err(|e| usage(e.to_string()))?;
+    if let Some(e) = not_saved {
+        eprintln!(
+            "hookline: warning: cannot save destination ids ({}): history follows destinations by name",
+            terminal_safe_line(&e.to_string())
+        );
+    }
+    Ok(ws)
+}
+
 /// The destination named `name`, compiled; every configuration problem is listed.
 pub fn destination(
     ws: &Workspace,
@@ -229,7 +247,7 @@ pub fn destination(
 /// as messages safe to print on a terminal (HAR URLs and the like are event data).
 /// `as_text` keeps events as compact JSON text (large replays).
 pub fn load_events(path: &Path, as_text: bool) -> anyhow::Result<(EventList, Vec<String>)> {
-    let imported = crate::core::import::import_file_capped(path, as_text, import_cap()?)
+    let imported = crate::store::import::import_file_capped(path, as_text, import_cap()?)
         .map_err(|e| usage(e.to_string()))?;
     let errors = imported
         .errors

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::{EXIT_FAILED, Target, destination, load_events, load_workspace, open_history, usage};
+use super::{
+    EXIT_FAILED, Target, destination, load_events, load_workspace_keeping_ids, open_history, usage,
+};
 use crate::core::events::EventList;
 use crate::core::import::MAX_IMPORT_BYTES;
 use crate::core::secret::Secrets;
@@ -92,7 +94,7 @@ fn resume_plan(
         .map_err(|e| usage(e.to_string()))?
         .ok_or_else(|| usage(format!("no job \"{job}\" in {}", h.path().display())))?;
     let file = args.target.events.display();
-    if info.destination != dest.name {
+    if !info.is_for(dest) {
         return Err(usage(format!(
             "job {job} was sent through destination \"{}\", not \"{}\"",
             info.destination, dest.name
@@ -161,7 +163,7 @@ pub fn send(
     tokens: Option<Arc<dyn TokenProvider>>,
 ) -> anyhow::Result<u8> {
     let history = open_history(args.history.as_deref(), args.no_history)?;
-    let ws = load_workspace(&args.target.workspace)?;
+    let ws = load_workspace_keeping_ids(&args.target.workspace, history.is_some())?;
     let (mut dest, _) = destination(&ws, &args.target.workspace, &args.target.destination)?;
     if let Some(c) = args.concurrency {
         if c == 0 {

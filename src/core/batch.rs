@@ -8,7 +8,7 @@ use serde_json::Value;
 use serde_json_path::JsonPath;
 
 use super::model::{Batching, Envelope};
-use super::render::{PreparedBody, PreparedEvent, RenderCtx, Route};
+use super::prepared::{PreparedBody, PreparedEvent, RenderCtx, Route};
 use super::template::{self, SecretScope, Templates, Tpl};
 
 /// Events that go in one request, and why the batch ended where it did.

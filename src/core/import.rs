@@ -3,11 +3,12 @@
 //! format is detected from the content; a pretty-printed object is never mistaken
 //! for NDJSON because the whole document is tried first.
 //!
+//! Bytes only: reading a file is [`crate::store::import`]'s job.
+//!
 //! Events come out either parsed ([`import_bytes`]) or as compact JSON text
 //! ([`import_text`]), which is how a 100 000-event replay stays small in memory.
 
 use std::fmt;
-use std::path::Path;
 
 use serde::de::IgnoredAny;
 use serde_json::Value;
@@ -84,47 +85,6 @@ pub fn import_bytes(bytes: &[u8], origin: &str) -> Result<Imported, ImportFileEr
 /// Import with events kept as compact JSON text (large replays).
 pub fn import_text(bytes: &[u8], origin: &str) -> Result<Imported, ImportFileError> {
     import(bytes, origin, true)
-}
-
-/// Read and import a file; errors name the file. The size cap applies while reading,
-/// so a device or an endless pipe (`-e /dev/zero`) stops at the cap instead of
-/// filling memory.
-pub fn import_file(path: &Path, as_text: bool) -> Result<Imported, ImportFileError> {
-    import_file_capped(path, as_text, MAX_IMPORT_BYTES)
-}
-
-/// [`import_file`] with a given cap in bytes.
-pub fn import_file_capped(
-    path: &Path,
-    as_text: bool,
-    cap: u64,
-) -> Result<Imported, ImportFileError> {
-    let p = path.display().to_string();
-    let io = |source| ImportFileError::Io {
-        path: p.clone(),
-        source,
-    };
-    let meta = std::fs::metadata(path).map_err(io)?;
-    if meta.is_file() && meta.len() > cap {
-        return Err(ImportFileError::TooLarge {
-            path: p,
-            size: meta.len(),
-            cap,
-        });
-    }
-    let file = std::fs::File::open(path).map_err(io)?;
-    let bytes = read_capped(file, cap).map_err(|e| match e {
-        CappedReadError::Io(source) => ImportFileError::Io {
-            path: p.clone(),
-            source,
-        },
-        CappedReadError::TooLarge => ImportFileError::TooLarge {
-            path: p.clone(),
-            size: cap + 1,
-            cap,
-        },
-    })?;
-    import(&bytes, &p, as_text)
 }
 
 /// Why [`read_capped`] stopped.
@@ -248,7 +208,7 @@ fn some_line_is_an_object(s: &str) -> bool {
     })
 }
 
-fn import(bytes: &[u8], origin: &str, text: bool) -> Result<Imported, ImportFileError> {
+pub(crate) fn import(bytes: &[u8], origin: &str, text: bool) -> Result<Imported, ImportFileError> {
     match std::str::from_utf8(bytes) {
         Ok(s) => import_str(s, origin, text),
         Err(e) => import_broken_utf8(bytes, origin, text, &e),

@@ -3,11 +3,14 @@
 
 pub mod auth;
 pub mod batch;
+pub mod dates;
 pub mod events;
 pub mod export;
 pub mod import;
+pub mod job;
 pub mod mapping;
 pub mod model;
+pub mod prepared;
 pub mod redact;
 pub mod render;
 pub mod secret;

@@ -94,6 +94,11 @@ impl Method {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Destination {
+    /// Stable id (a UUID), so history and cached tokens survive a rename. Files
+    /// written before ids existed have none: loading assigns one (see
+    /// `store::workspace::load_assigning_ids`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub id: String,
     pub name: String,
     /// A template; must render to an `http://` or `https://` URL.
     pub url: String,
@@ -129,9 +134,20 @@ pub struct Destination {
 }
 
 impl Destination {
+    /// What history and the token cache key this destination by: its id, or its
+    /// name when it has none yet.
+    pub fn key(&self) -> &str {
+        if self.id.is_empty() {
+            &self.name
+        } else {
+            &self.id
+        }
+    }
+
     /// A minimal destination: POST the whole event to `url`.
     pub fn new(name: impl Into<String>, url: impl Into<String>) -> Self {
         Self {
+            id: String::new(),
             name: name.into(),
             url: url.into(),
             method: Method::Post,

@@ -299,7 +299,7 @@ fn secret_function(state: &State, name: &str) -> Result<String, minijinja::Error
 fn date_filter(v: &Mj, format: Option<&str>) -> Result<String, minijinja::Error> {
     let json: Value = serde_json::to_value(v).unwrap_or(Value::Null);
     let fmt = format.unwrap_or("%Y-%m-%dT%H:%M:%S%.3fZ");
-    super::mapping::format_date(&json, fmt)
+    super::dates::format_date(&json, fmt)
         .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, e))
 }
 

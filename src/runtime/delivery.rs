@@ -15,6 +15,10 @@ use tokio::task::JoinSet;
 use super::stats::{Histogram, JobStats};
 use crate::core::batch::{Batch, Batcher};
 use crate::core::events::EventList;
+pub use crate::core::job::{
+    AttemptLog, Commit, JobFingerprint, JobLog, NewJob, NoLog, Outcome, OutcomeKind, committed,
+    destination_digest,
+};
 use crate::core::model::{Auth, Delivery, Destination};
 use crate::core::render::{CompiledDestination, Prepared, RenderCtx, RenderedRequest};
 use crate::core::secret::{Secret, Secrets};
@@ -28,104 +32,6 @@ pub enum Control {
     Run,
     Pause,
     Cancel,
-}
-
-/// Resolves once what was logged is durable (committed to the history), or with the
-/// reason it is not (the message names the database). A job holds a request's
-/// concurrency slot until its outcome's commit resolves, so a `kill -9` can lose at
-/// most the requests in flight, and a failed write stops the job.
-pub type Commit = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
-
-/// A commit that is already done (logs that record nothing).
-pub fn committed() -> Commit {
-    Box::pin(std::future::ready(Ok(())))
-}
-
-/// What identifies a job's input, so a resume can refuse a different one.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct JobFingerprint {
-    /// SHA-256 (hex) of the events file's bytes, when the events came from a file.
-    pub events_sha256: Option<String>,
-    /// SHA-256 (hex) of the destination's settings (see [`destination_digest`]).
-    pub destination_sha256: Option<String>,
-}
-
-/// A new job, as recorded when it starts.
-#[derive(Debug, Clone)]
-pub struct NewJob {
-    pub job: String,
-    pub destination: String,
-    pub source: String,
-    pub total_events: usize,
-    pub fingerprint: JobFingerprint,
-}
-
-/// SHA-256 (hex) of the destination's JSON without its name and its delivery policy:
-/// what decides the bytes sent. Concurrency, rate, retries and timeouts may change
-/// between a run and its resume; URL, headers, auth, body or mapping may not.
-pub fn destination_digest(d: &Destination) -> String {
-    use sha2::Digest as _;
-    let mut v = serde_json::to_value(d).unwrap_or(serde_json::Value::Null);
-    if let Some(o) = v.as_object_mut() {
-        o.remove("name");
-        o.remove("delivery");
-    }
-    hex::encode(sha2::Sha256::digest(v.to_string().as_bytes()))
-}
-
-/// Where a job records what happened (the `SQLite` history, or nowhere). Every record
-/// that a resume depends on returns a [`Commit`] the job awaits.
-pub trait JobLog: Send + Sync {
-    fn job_started(&self, job: &NewJob) -> Commit;
-    /// An existing job runs again (`--resume`): it is `running` once more.
-    fn job_resumed(&self, job: &str) -> Commit;
-    fn attempt(&self, a: AttemptLog);
-    /// The events of one request reached a final state.
-    fn events_done(&self, job: &str, events: &[usize], outcome: &Outcome) -> Commit;
-    /// Events that need no request (skipped by the trigger): final, never re-sent.
-    fn events_skipped(&self, job: &str, events: &[usize]) -> Commit;
-    fn job_finished(&self, job: &str, state: &str) -> Commit;
-    /// The job is alive (called every few seconds), so a crashed job can be told
-    /// from a running one.
-    fn heartbeat(&self, _job: &str) {}
-}
-
-/// Records nothing: `--no-history`.
-pub struct NoLog;
-
-impl JobLog for NoLog {
-    fn job_started(&self, _: &NewJob) -> Commit {
-        committed()
-    }
-    fn job_resumed(&self, _: &str) -> Commit {
-        committed()
-    }
-    fn attempt(&self, _: AttemptLog) {}
-    fn events_done(&self, _: &str, _: &[usize], _: &Outcome) -> Commit {
-        committed()
-    }
-    fn events_skipped(&self, _: &str, _: &[usize]) -> Commit {
-        committed()
-    }
-    fn job_finished(&self, _: &str, _: &str) -> Commit {
-        committed()
-    }
-}
-
-/// One attempt, with secrets already redacted.
-#[derive(Debug, Clone)]
-pub struct AttemptLog {
-    pub job: String,
-    pub request_no: u64,
-    pub attempt: u32,
-    pub method: String,
-    pub url: String,
-    pub request_headers: Vec<(String, String)>,
-    pub status: Option<u16>,
-    pub response_headers: Vec<(String, String)>,
-    pub response_body: Vec<u8>,
-    pub latency_ms: f64,
-    pub error: Option<String>,
 }
 
 pub type TokenFuture<'a> = Pin<Box<dyn Future<Output = Result<Secret, TokenError>> + Send + 'a>>;
@@ -145,30 +51,6 @@ pub trait TokenProvider: Send + Sync {
     /// fetches a new one. Concurrent requests rejected with the same old token then
     /// share one new token instead of each fetching (and discarding) another.
     fn invalidate(&self, destination: &Destination, rejected: &Secret);
-}
-
-/// The final state of one request.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OutcomeKind {
-    Delivered,
-    Failed,
-    /// The job was cancelled before this request finished; its events stay pending.
-    Cancelled,
-}
-
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Outcome {
-    pub request_no: u64,
-    /// `METHOD URL`, secrets redacted.
-    pub request: String,
-    pub events: Vec<usize>,
-    pub status: Option<u16>,
-    pub attempts: u32,
-    pub outcome: OutcomeKind,
-    pub error: Option<String>,
-    pub latency_ms: f64,
-    pub idempotency_key: String,
 }
 
 /// What a job needs besides its events.
@@ -467,6 +349,7 @@ pub async fn run_job(
         env.log.job_started(&NewJob {
             job: spec.job.clone(),
             destination: spec.destination.name.clone(),
+            destination_id: spec.destination.id.clone(),
             source: spec.source.clone(),
             total_events: spec.events.len(),
             fingerprint,

@@ -4,6 +4,7 @@
 //! never block: they `send` commands and drain updates with `try_recv`.
 
 pub mod delivery;
+pub mod jobs;
 pub mod oauth2;
 pub mod stats;
 
@@ -18,7 +19,7 @@ use crate::capture::{self, Capture, CaptureConfig, ReceiverHandle};
 use crate::core::events::EventList;
 use crate::core::model::{Destination, EventSet};
 use crate::core::secret::Secrets;
-use crate::store::history::HistoryWriter;
+use crate::store::history::{History, HistoryWriter};
 use delivery::{
     Control, JobEnv, JobFingerprint, JobLog, JobReport, JobSpec, NoLog, Outcome, TokenProvider,
 };
@@ -37,6 +38,23 @@ pub enum Command {
         resume: bool,
         /// What a resume of this job must match (the events file's digest; the
         /// destination's is computed by the job). `Default` records none.
+        fingerprint: JobFingerprint,
+    },
+    /// Send again the events of a recorded job whose latest state is failed. The
+    /// job's events are handed back (`total_events` long, in the same order) and
+    /// checked against the history: same destination (by id), count and fingerprint.
+    ResendFailed {
+        job: String,
+        destination: Box<Destination>,
+        events: Arc<EventList>,
+        fingerprint: JobFingerprint,
+    },
+    /// Send the events of a recorded job never delivered (failed or never sent),
+    /// checked like [`Command::ResendFailed`].
+    ResumeJob {
+        job: String,
+        destination: Box<Destination>,
+        events: Arc<EventList>,
         fingerprint: JobFingerprint,
     },
     /// Replay a whole event set through a destination.
@@ -58,10 +76,13 @@ pub enum Command {
     FetchToken {
         destination: Box<Destination>,
     },
-    /// Run the OAuth2 authorization code flow (opens the system browser).
+    /// Run the OAuth2 authorization code flow. The authorization URL is reported
+    /// (`Update::AuthorizeUrl`) so it can be shown or copied; with `open_browser`
+    /// the system browser also opens it.
     Authorize {
         destination: Box<Destination>,
         timeout: Duration,
+        open_browser: bool,
     },
     /// Start the capture receiver (one at a time).
     StartCapture {
@@ -108,9 +129,14 @@ pub enum Update {
         destination: String,
         result: Result<(), String>,
     },
+    /// The URL the user must visit to authorize `destination`.
+    AuthorizeUrl {
+        destination: String,
+        url: String,
+    },
     Authorized {
         destination: String,
-        result: Result<(), String>,
+        result: Result<Authorized, String>,
     },
     CaptureStarted {
         addr: std::net::SocketAddr,
@@ -122,6 +148,15 @@ pub enum Update {
     Error {
         message: String,
     },
+}
+
+/// What an authorization obtained (no token values).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authorized {
+    /// The access token's lifetime, when the server said.
+    pub expires_in: Option<Duration>,
+    /// A refresh token came and is stored in the keyring.
+    pub refresh_token_stored: bool,
 }
 
 /// Sends updates and wakes the consumer (a repaint, for the GUI).
@@ -179,6 +214,8 @@ pub struct RuntimeConfig {
     pub worker_threads: usize,
     /// Where captures are recorded, if anywhere.
     pub capture_history: Option<HistoryWriter>,
+    /// The history `ResendFailed` and `ResumeJob` read (the same database `log` writes).
+    pub history: Option<Arc<History>>,
 }
 
 impl RuntimeConfig {
@@ -189,6 +226,7 @@ impl RuntimeConfig {
             tokens: None,
             worker_threads: 2,
             capture_history: None,
+            history: None,
         }
     }
 }
@@ -295,6 +333,21 @@ async fn run(
                 fingerprint: JobFingerprint::default(),
             };
         }
+        if matches!(
+            cmd,
+            Command::ResendFailed { .. } | Command::ResumeJob { .. }
+        ) {
+            match redrive(cmd, config.history.clone()).await {
+                Ok(send) => cmd = send,
+                Err((job, message)) => {
+                    updates.send(Update::JobFinished {
+                        job,
+                        result: Err(message),
+                    });
+                    continue;
+                }
+            }
+        }
         match cmd {
             Command::Send {
                 job,
@@ -367,11 +420,11 @@ async fn run(
             Command::FetchToken { destination } => {
                 let (oauth, updates) = (oauth.clone(), updates.clone());
                 tokio::spawn(async move {
-                    oauth.cache.invalidate(&destination.name);
+                    oauth.cache.invalidate(destination.key());
                     let result = oauth
                         .cache
                         .access_token(
-                            &destination.name,
+                            destination.key(),
                             &destination.auth,
                             &oauth.client,
                             &oauth.secrets,
@@ -388,21 +441,51 @@ async fn run(
             Command::Authorize {
                 destination,
                 timeout,
+                open_browser,
             } => {
                 let (oauth, updates) = (oauth.clone(), updates.clone());
                 tokio::spawn(async move {
-                    let result = oauth2::authorize(
-                        &destination.name,
-                        &destination.auth,
-                        &oauth.client,
-                        &oauth.secrets,
-                        &oauth.cache,
-                        oauth2::default_open_browser,
-                        timeout,
-                    )
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string());
+                    let client = if destination.accept_invalid_certs {
+                        delivery::http_client(true)
+                    } else {
+                        Ok(oauth.client.clone())
+                    };
+                    let name = destination.name.clone();
+                    let shown = updates.clone();
+                    let open = move |url: &str| {
+                        shown.send(Update::AuthorizeUrl {
+                            destination: name,
+                            url: url.to_owned(),
+                        });
+                        if open_browser {
+                            oauth2::default_open_browser(url)
+                        } else {
+                            Ok(())
+                        }
+                    };
+                    let result = match client {
+                        Ok(client) => oauth2::authorize(
+                            destination.key(),
+                            &destination.auth,
+                            &client,
+                            &oauth.secrets,
+                            &oauth.cache,
+                            open,
+                            timeout,
+                        )
+                        .await
+                        .map(|set| Authorized {
+                            expires_in: set.expires_in,
+                            refresh_token_stored: set.refresh_token.is_some(),
+                        })
+                        .map_err(|e| match e {
+                            oauth2::OAuthError::NotOAuth(_) => {
+                                oauth2::OAuthError::NotOAuth(destination.name.clone()).to_string()
+                            }
+                            e => e.to_string(),
+                        }),
+                        Err(e) => Err(e),
+                    };
                     updates.send(Update::Authorized {
                         destination: destination.name.clone(),
                         result,
@@ -415,7 +498,9 @@ async fn run(
                     fwd.abort();
                 }
                 let (tx, mut crx) = tokio::sync::mpsc::unbounded_channel();
-                match capture::start(cc, config.capture_history.clone(), Some(tx)).await {
+                // `record: false` (a sink for benchmarks) reports no captures.
+                let live = cc.record.then_some(tx);
+                match capture::start(cc, config.capture_history.clone(), live).await {
                     Ok(h) => {
                         updates.send(Update::CaptureStarted { addr: h.addr() });
                         let u = updates.clone();
@@ -433,12 +518,22 @@ async fn run(
             }
             Command::StopCapture => {
                 if let Some((h, fwd)) = receiver.take() {
+                    // In-flight requests finish; what they captured is reported
+                    // before `CaptureStopped`.
                     h.shutdown().await;
-                    fwd.abort();
+                    let abort = fwd.abort_handle();
+                    if tokio::time::timeout(Duration::from_secs(5), fwd)
+                        .await
+                        .is_err()
+                    {
+                        abort.abort();
+                    }
                 }
                 updates.send(Update::CaptureStopped { error: None });
             }
-            Command::ReplaySet { .. } => unreachable!("turned into Send above"),
+            Command::ReplaySet { .. }
+            | Command::ResendFailed { .. }
+            | Command::ResumeJob { .. } => unreachable!("turned into Send above"),
             Command::Shutdown => break,
         }
     }
@@ -449,6 +544,70 @@ async fn run(
         while tasks.join_next().await.is_some() {}
     })
     .await;
+}
+
+/// Turn `ResendFailed` / `ResumeJob` into the `Send` of a resume, or say why not
+/// (with the job it is about).
+/// A job still running (here or in another process) is refused by the history's
+/// check: it ends `running` only once its last outcome is committed.
+async fn redrive(cmd: Command, history: Option<Arc<History>>) -> Result<Command, (String, String)> {
+    let (what, job, destination, events, fingerprint) = match cmd {
+        Command::ResendFailed {
+            job,
+            destination,
+            events,
+            fingerprint,
+        } => (jobs::Redrive::Failed, job, destination, events, fingerprint),
+        Command::ResumeJob {
+            job,
+            destination,
+            events,
+            fingerprint,
+        } => (
+            jobs::Redrive::Undelivered,
+            job,
+            destination,
+            events,
+            fingerprint,
+        ),
+        other => return Ok(other),
+    };
+    let Some(history) = history else {
+        return Err((
+            job.clone(),
+            format!("job {job}: no history to read (the runtime was started without one)"),
+        ));
+    };
+    let args = (
+        job.clone(),
+        destination.clone(),
+        events.clone(),
+        fingerprint.clone(),
+    );
+    let planned = tokio::task::spawn_blocking(move || {
+        let (job, destination, events, fingerprint) = args;
+        jobs::plan(&history, what, &job, &destination, &events, &fingerprint)
+    })
+    .await;
+    let plan = match planned {
+        Ok(Ok(p)) => p,
+        Ok(Err(message)) => return Err((job, message)),
+        Err(e) => {
+            return Err((
+                job.clone(),
+                format!("job {job}: reading the history failed: {e}"),
+            ));
+        }
+    };
+    Ok(Command::Send {
+        job,
+        destination,
+        events,
+        only: Some(plan.only),
+        source: plan.source,
+        resume: true,
+        fingerprint,
+    })
 }
 
 fn set_control(

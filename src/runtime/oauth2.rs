@@ -629,20 +629,30 @@ impl TokenProvider for OAuthTokens {
         Box::pin(async move {
             self.cache
                 .access_token(
-                    &destination.name,
+                    destination.key(),
                     &destination.auth,
                     &self.client,
                     &self.secrets,
                 )
                 .await
-                .map_err(|e| super::delivery::TokenError {
-                    fatal: e.is_final(),
-                    message: e.to_string(),
+                .map_err(|e| {
+                    // Keyed by id; the message names the destination as the user knows it.
+                    let e = match e {
+                        OAuthError::NotAuthorized(_) => {
+                            OAuthError::NotAuthorized(destination.name.clone())
+                        }
+                        OAuthError::NotOAuth(_) => OAuthError::NotOAuth(destination.name.clone()),
+                        e => e,
+                    };
+                    super::delivery::TokenError {
+                        fatal: e.is_final(),
+                        message: e.to_string(),
+                    }
                 })
         })
     }
     fn invalidate(&self, destination: &Destination, rejected: &Secret) {
-        self.cache.invalidate_token(&destination.name, rejected);
+        self.cache.invalidate_token(destination.key(), rejected);
     }
 }
 

@@ -16,7 +16,11 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::runtime::delivery::{AttemptLog, Commit, JobLog, NewJob, Outcome, OutcomeKind};
+use crate::core::job::{
+    AttemptLog, Capture, Commit, EventRow, EventState, JobFingerprint, JobLog, NewJob, Outcome,
+    OutcomeKind, committed, destination_digest,
+};
+use crate::core::model::Destination;
 
 /// Response bodies are kept up to this size.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -34,7 +38,8 @@ pub const STALE_AFTER: Duration = Duration::from_secs(10);
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// 1: jobs, events, attempts, captures. 2: job fingerprints, pid and heartbeat.
-const SCHEMA_VERSION: i64 = 2;
+/// 3: a capture's status and collect route; a job's destination id.
+const SCHEMA_VERSION: i64 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HistoryError {
@@ -50,18 +55,8 @@ pub enum HistoryError {
     Other(String),
 }
 
-/// A captured request, as the capture receiver records it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CaptureRecord {
-    pub at: String,
-    pub method: String,
-    pub path: String,
-    pub query: String,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-    /// `Some(true)` valid, `Some(false)` invalid, `None` not checked.
-    pub signature: Option<bool>,
-}
+/// A captured request, as the capture receiver records it (the same type).
+pub type CaptureRecord = Capture;
 
 /// Told once the transaction holding a record has committed, or why it failed.
 type Ack = tokio::sync::oneshot::Sender<Result<(), String>>;
@@ -80,7 +75,7 @@ enum Record {
         ack: Ack,
     },
     Attempt(Box<AttemptLog>),
-    Capture(Box<CaptureRecord>),
+    Capture(Box<Capture>),
     JobFinished {
         job: String,
         state: String,
@@ -209,6 +204,15 @@ fn migrate(c: &mut Connection, path: &Path) -> Result<(), HistoryError> {
         )
         .map_err(err)?;
     }
+    if v < 3 {
+        tx.execute_batch(
+            "ALTER TABLE captures ADD COLUMN status INTEGER;
+             ALTER TABLE captures ADD COLUMN collect TEXT;
+             ALTER TABLE jobs ADD COLUMN destination_id TEXT;
+             CREATE INDEX IF NOT EXISTS jobs_destination_id ON jobs(destination_id);",
+        )
+        .map_err(err)?;
+    }
     if v < SCHEMA_VERSION {
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(err)?;
@@ -301,7 +305,7 @@ struct EventStates {
     skipped: Vec<(u64, u64)>,
 }
 
-const JOB_COLUMNS: &str = "id, destination, source, total_events, state, created_at, finished_at, events_sha256, destination_sha256, pid, heartbeat_at";
+const JOB_COLUMNS: &str = "id, destination, source, total_events, state, created_at, finished_at, events_sha256, destination_sha256, pid, heartbeat_at, destination_id";
 
 impl History {
     /// Open (creating if needed) the database at `path`.
@@ -394,6 +398,7 @@ impl History {
             interrupted: r.state == "running" && (stale || pid.is_some_and(process_gone)),
             id: r.id,
             destination: r.destination,
+            destination_id: r.destination_id,
             source: r.source,
             total_events: total,
             state: r.state,
@@ -451,6 +456,20 @@ impl History {
         out.retain(|j| j.state != "running" || j.interrupted);
         out.truncate(limit);
         Ok(out)
+    }
+
+    /// The jobs of one destination, newest first: matched by its stable id, or by
+    /// name for jobs recorded before it had one. A renamed destination keeps its jobs.
+    pub fn destination_jobs(
+        &self,
+        dest: &Destination,
+        limit: usize,
+    ) -> Result<Vec<JobInfo>, HistoryError> {
+        self.jobs_where(
+            "WHERE (?1 <> '' AND destination_id = ?1) OR (destination_id IS NULL AND destination = ?2)
+             ORDER BY created_at DESC LIMIT ?3",
+            params![dest.id, dest.name, i64::try_from(limit).unwrap_or(i64::MAX)],
+        )
     }
 
     fn states(&self, job: &str) -> Result<EventStates, HistoryError> {
@@ -529,6 +548,17 @@ impl History {
             .collect())
     }
 
+    /// Events whose latest state is `failed` (not delivered since), as inclusive index
+    /// ranges: what a re-send of the failures sends. Pending events are not included.
+    pub fn failed_ranges(&self, job: &str) -> Result<Vec<(usize, usize)>, HistoryError> {
+        Ok(self
+            .states(job)?
+            .failed
+            .into_iter()
+            .map(|(a, b)| (a as usize, b as usize))
+            .collect())
+    }
+
     /// Indices of a job's events that are not delivered (nor skipped by the trigger):
     /// what a resume must send. One `usize` per such event: check the job's
     /// `total_events` against the events at hand first (as `send --resume` does).
@@ -556,52 +586,148 @@ impl History {
     }
 
     /// The attempts of a job, oldest first.
+    /// Rows `offset .. offset + limit` of a job's event table, each event by its
+    /// latest state (delivered over skipped over failed, as [`History::job_counts`]
+    /// counts them), with the attempts, status and error of the request that decided
+    /// it. Only the recorded ranges overlapping the page are read
+    /// ([`JOB_EVENTS_PAGE_SQL`], through the `(job_id, first)` index), so a page of a
+    /// 100 000-event job costs the page, not the job.
+    pub fn job_events(
+        &self,
+        job: &str,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<EventRow>, HistoryError> {
+        let Some(info) = self.job(job)? else {
+            return Err(HistoryError::Other(format!(
+                "no job \"{job}\" in {}",
+                self.path.display()
+            )));
+        };
+        let end = offset.saturating_add(limit).min(info.total_events);
+        if offset >= end {
+            return Ok(Vec::new());
+        }
+        let (lo, hi) = (offset as i64, (end - 1) as i64);
+        let mut rows: Vec<RangeRow> = self.read(|c| {
+            let mut st = c.prepare_cached(JOB_EVENTS_PAGE_SQL)?;
+            let rows = st.query_map(params![job, lo, hi], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                ))
+            })?;
+            rows.collect()
+        })?;
+        // Oldest first, so a later record of the same rank wins.
+        rows.sort_unstable_by_key(|r| r.0);
+        let mut page: Vec<EventRow> = (offset..end)
+            .map(|index| EventRow {
+                index,
+                state: EventState::Pending,
+                attempts: 0,
+                status: None,
+                error: None,
+            })
+            .collect();
+        let rank = |s: EventState| match s {
+            EventState::Pending => 0,
+            EventState::Failed => 1,
+            EventState::Skipped => 2,
+            EventState::Delivered => 3,
+        };
+        for (_, first, last, state, attempts, status, error) in rows {
+            let state = match state.as_str() {
+                "delivered" => EventState::Delivered,
+                "failed" => EventState::Failed,
+                "skipped" => EventState::Skipped,
+                _ => continue,
+            };
+            let (Ok(first), Ok(last)) = (
+                usize::try_from(first.max(lo)),
+                usize::try_from(last.min(hi)),
+            ) else {
+                continue;
+            };
+            for row in page
+                .get_mut(first.saturating_sub(offset)..=last.saturating_sub(offset))
+                .into_iter()
+                .flatten()
+            {
+                if rank(state) >= rank(row.state) {
+                    row.state = state;
+                    row.attempts = u32::try_from(attempts).unwrap_or(0);
+                    row.status = status.and_then(|s| u16::try_from(s).ok());
+                    row.error.clone_from(&error);
+                }
+            }
+        }
+        Ok(page)
+    }
+
+    /// Attempts `offset .. offset + limit` of a job, by request number then in the
+    /// order made. Read through the `(job_id, request_no)` index
+    /// ([`ATTEMPTS_PAGE_SQL`]): the rows before the page are stepped over, never loaded.
+    pub fn attempts_range(
+        &self,
+        job: &str,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<AttemptRow>, HistoryError> {
+        let (offset, limit) = (
+            i64::try_from(offset).unwrap_or(i64::MAX),
+            i64::try_from(limit).unwrap_or(i64::MAX),
+        );
+        self.read(|c| {
+            let mut st = c.prepare_cached(ATTEMPTS_PAGE_SQL)?;
+            let rows = st.query_map(params![job, offset, limit], attempt_row)?;
+            rows.collect()
+        })
+    }
+
     pub fn attempts(&self, job: &str, limit: usize) -> Result<Vec<AttemptRow>, HistoryError> {
         self.read(|c| {
             let mut st = c.prepare(
                 "SELECT request_no, attempt, method, url, request_headers, status, response_body, latency_ms, error
                  FROM attempts WHERE job_id = ?1 ORDER BY id LIMIT ?2",
             )?;
-            let rows = st.query_map(params![job, i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
-                Ok(AttemptRow {
-                    request_no: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
-                    attempt: u32::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
-                    method: r.get(2)?,
-                    url: r.get(3)?,
-                    request_headers: r.get(4)?,
-                    status: r.get::<_, Option<i64>>(5)?.and_then(|s| u16::try_from(s).ok()),
-                    response_body: r.get(6)?,
-                    latency_ms: r.get(7)?,
-                    error: r.get(8)?,
-                })
-            })?;
+            let rows = st.query_map(
+                params![job, i64::try_from(limit).unwrap_or(i64::MAX)],
+                attempt_row,
+            )?;
             rows.collect()
         })
     }
 
-    /// Captures after `after_id`, oldest first.
-    pub fn captures(
-        &self,
-        after_id: i64,
-        limit: usize,
-    ) -> Result<Vec<(i64, CaptureRecord)>, HistoryError> {
+    /// Captures after `after_id`, oldest first, as the receiver produced them; `id`
+    /// is the row id (pass the last one as `after_id` for the next page).
+    pub fn captures(&self, after_id: i64, limit: usize) -> Result<Vec<Capture>, HistoryError> {
         self.read(|c| {
-            let mut st = c.prepare("SELECT id, at, method, path, query, headers, body, signature FROM captures WHERE id > ?1 ORDER BY id LIMIT ?2")?;
+            let mut st = c.prepare("SELECT id, at, method, path, query, headers, body, signature, status, collect FROM captures WHERE id > ?1 ORDER BY id LIMIT ?2")?;
             let rows = st.query_map(params![after_id, i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
+                let id: i64 = r.get(0)?;
                 let headers: String = r.get(5)?;
                 let sig: Option<String> = r.get(7)?;
-                Ok((
-                    r.get(0)?,
-                    CaptureRecord {
-                        at: r.get(1)?,
-                        method: r.get(2)?,
-                        path: r.get(3)?,
-                        query: r.get(4)?,
-                        headers: serde_json::from_str(&headers).unwrap_or_default(),
-                        body: r.get(6)?,
-                        signature: sig.map(|s| s == "valid"),
-                    },
-                ))
+                let status: Option<i64> = r.get(8)?;
+                let collect: Option<String> = r.get(9)?;
+                Ok(Capture {
+                    id: u64::try_from(id).unwrap_or_default(),
+                    at: r.get(1)?,
+                    method: r.get(2)?,
+                    path: r.get(3)?,
+                    query: r.get(4)?,
+                    headers: serde_json::from_str(&headers).unwrap_or_default(),
+                    body: r.get(6)?,
+                    signature: sig.map(|s| s == "valid"),
+                    collect: collect.and_then(|c| serde_json::from_str(&c).ok()),
+                    // Captures recorded before schema 3 kept no status: the receiver answered 200.
+                    status: status.and_then(|s| u16::try_from(s).ok()).unwrap_or(200),
+                })
             })?;
             rows.collect()
         })
@@ -632,6 +758,7 @@ struct RawJob {
     destination_sha256: Option<String>,
     pid: Option<i64>,
     heartbeat_at: Option<String>,
+    destination_id: Option<String>,
 }
 
 impl RawJob {
@@ -648,6 +775,7 @@ impl RawJob {
             destination_sha256: r.get(8)?,
             pid: r.get(9)?,
             heartbeat_at: r.get(10)?,
+            destination_id: r.get(11)?,
         })
     }
 }
@@ -655,7 +783,10 @@ impl RawJob {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobInfo {
     pub id: String,
+    /// The destination's name when the job was created (it may have been renamed since).
     pub destination: String,
+    /// The destination's stable id; `None` for jobs of destinations that had none.
+    pub destination_id: Option<String>,
     pub source: String,
     pub total_events: usize,
     /// As recorded: `running`, `done`, `failed` or `cancelled`.
@@ -672,6 +803,103 @@ pub struct JobInfo {
     /// `running` in the database but no heartbeat for [`STALE_AFTER`]: its process
     /// died. Resumable.
     pub interrupted: bool,
+}
+
+impl JobInfo {
+    /// Whether `events` (with `fingerprint`) through `dest` may drive this job again:
+    /// the same destination, the same number of events, and, where both sides have
+    /// one, the same events digest and the same destination settings digest. The
+    /// error says which differs, naming the job.
+    pub fn check_redrive(
+        &self,
+        dest: &Destination,
+        events: usize,
+        fingerprint: &JobFingerprint,
+    ) -> Result<(), String> {
+        let job = &self.id;
+        if !self.is_for(dest) {
+            return Err(format!(
+                "job {job} was sent through destination \"{}\", not \"{}\"",
+                self.destination, dest.name
+            ));
+        }
+        if self.total_events != events {
+            return Err(format!(
+                "job {job} had {} events but {events} were given: use the same events",
+                self.total_events
+            ));
+        }
+        if let (Some(was), Some(now)) = (&self.events_sha256, &fingerprint.events_sha256)
+            && was != now
+        {
+            return Err(format!(
+                "job {job} was sent from other events: the same number of events but different content (SHA-256 {} now, {} then)",
+                &now[..12.min(now.len())],
+                &was[..12.min(was.len())]
+            ));
+        }
+        let digest = fingerprint
+            .destination_sha256
+            .clone()
+            .unwrap_or_else(|| destination_digest(dest));
+        if self
+            .destination_sha256
+            .as_ref()
+            .is_some_and(|was| *was != digest)
+        {
+            return Err(format!(
+                "destination \"{}\" has changed since job {job} was sent (its URL, headers, auth, signing, body, mapping or batching): it would send different requests",
+                dest.name
+            ));
+        }
+        if self.state == "running" && !self.interrupted {
+            return Err(format!(
+                "job {job} is still running (pid {})",
+                self.pid
+                    .map_or_else(|| "unknown".to_owned(), |p| p.to_string())
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether this job was sent through `dest`: the same stable id (whatever the
+    /// names, so a renamed destination resumes its jobs), or the same name (a job
+    /// recorded before ids, or a file whose ids were dropped). What would be sent is
+    /// checked by the fingerprint, not here.
+    pub fn is_for(&self, dest: &Destination) -> bool {
+        self.destination_id
+            .as_deref()
+            .is_some_and(|id| !dest.id.is_empty() && id == dest.id)
+            || self.destination == dest.name
+    }
+}
+
+/// A `job_events` row: rowid, first, last, state, attempts, status, error.
+type RangeRow = (i64, i64, i64, String, i64, Option<i64>, Option<String>);
+
+/// The query behind [`History::job_events`]: the recorded ranges overlapping a page.
+pub const JOB_EVENTS_PAGE_SQL: &str =
+    "SELECT rowid, first, last, state, attempts, status, error FROM job_events
+     WHERE job_id = ?1 AND first <= ?3 AND last >= ?2";
+
+/// The query behind [`History::attempts_range`].
+pub const ATTEMPTS_PAGE_SQL: &str = "SELECT request_no, attempt, method, url, request_headers, status, response_body, latency_ms, error
+     FROM attempts WHERE job_id = ?1 ORDER BY request_no, id LIMIT ?3 OFFSET ?2";
+
+fn attempt_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AttemptRow> {
+    Ok(AttemptRow {
+        request_no: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+        attempt: u32::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+        method: r.get(2)?,
+        url: r.get(3)?,
+        request_headers: r.get(4)?,
+        status: r
+            .get::<_, Option<i64>>(5)?
+            .and_then(|s| u16::try_from(s).ok()),
+        response_body: r.get(6)?,
+        latency_ms: r.get(7)?,
+        error: r.get(8)?,
+    })
 }
 
 #[derive(Debug, Clone)]
@@ -725,7 +953,8 @@ impl HistoryWriter {
         }
     }
 
-    pub fn capture(&self, c: CaptureRecord) {
+    /// Record a capture; its `id` is replaced by the database's row id when read back.
+    pub fn capture(&self, c: Capture) {
         self.send(Record::Capture(Box::new(c)));
     }
 
@@ -765,7 +994,7 @@ impl JobLog for HistoryWriter {
         let state = match o.outcome {
             OutcomeKind::Delivered => "delivered",
             OutcomeKind::Failed => "failed",
-            OutcomeKind::Cancelled => return crate::runtime::delivery::committed(),
+            OutcomeKind::Cancelled => return committed(),
         };
         self.events(job, events, state, Some(o))
     }
@@ -912,8 +1141,8 @@ fn apply(
         Record::JobCreated(j, ack) => {
             owed.acks.push((j.job.clone(), ack));
             tx.execute(
-                "INSERT OR IGNORE INTO jobs(id, destination, source, total_events, created_at, state, events_sha256, destination_sha256, pid, heartbeat_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7, ?8, ?5)",
+                "INSERT OR IGNORE INTO jobs(id, destination, source, total_events, created_at, state, events_sha256, destination_sha256, pid, heartbeat_at, destination_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7, ?8, ?5, ?9)",
                 params![
                     j.job,
                     j.destination,
@@ -922,7 +1151,8 @@ fn apply(
                     at,
                     j.fingerprint.events_sha256,
                     j.fingerprint.destination_sha256,
-                    pid
+                    pid,
+                    (!j.destination_id.is_empty()).then_some(&j.destination_id)
                 ],
             )?;
         }
@@ -977,8 +1207,18 @@ fn apply(
         }
         Record::Capture(c) => {
             tx.execute(
-                "INSERT INTO captures(at, method, path, query, headers, body, signature) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![c.at, c.method, c.path, c.query, serde_json::to_string(&c.headers).unwrap_or_default(), c.body, c.signature.map(|v| if v { "valid" } else { "invalid" })],
+                "INSERT INTO captures(at, method, path, query, headers, body, signature, status, collect) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    c.at,
+                    c.method,
+                    c.path,
+                    c.query,
+                    serde_json::to_string(&c.headers).unwrap_or_default(),
+                    c.body,
+                    c.signature.map(|v| if v { "valid" } else { "invalid" }),
+                    c.status,
+                    c.collect.as_ref().and_then(|v| serde_json::to_string(v).ok())
+                ],
             )?;
         }
         Record::JobFinished { job, state, ack } => {

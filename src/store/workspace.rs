@@ -72,6 +72,49 @@ pub fn load(path: &Path) -> Result<Workspace, WorkspaceError> {
     parse(text, &p)
 }
 
+/// Give every destination without a stable id (or with one another destination
+/// already has, as after a copy and paste) a new UUID. Returns whether any changed.
+pub fn assign_ids(ws: &mut Workspace) -> bool {
+    let mut seen = std::collections::HashSet::new();
+    let mut changed = false;
+    for d in &mut ws.destinations {
+        if d.id.is_empty() || !seen.insert(d.id.clone()) {
+            d.id = uuid::Uuid::new_v4().to_string();
+            seen.insert(d.id.clone());
+            changed = true;
+        }
+    }
+    changed
+}
+
+/// [`load`], then give destinations without an id one ([`assign_ids`]) and save the
+/// file back so the ids stay: history and cached tokens follow a destination through
+/// a rename. If the file cannot be written, the ids given are dropped again (the
+/// destinations are then known by name, as before) and the error is returned
+/// beside the workspace.
+pub fn load_assigning_ids(
+    path: &Path,
+) -> Result<(Workspace, Option<WorkspaceError>), WorkspaceError> {
+    let mut ws = load(path)?;
+    let before: Vec<String> = ws.destinations.iter().map(|d| d.id.clone()).collect();
+    if !assign_ids(&mut ws) {
+        return Ok((ws, None));
+    }
+    let saved = match with_ids(path, &ws) {
+        Some(text) => write_atomic(path, text),
+        None => save(path, &ws),
+    };
+    match saved {
+        Ok(()) => Ok((ws, None)),
+        Err(e) => {
+            for (d, id) in ws.destinations.iter_mut().zip(before) {
+                d.id = id;
+            }
+            Ok((ws, Some(e)))
+        }
+    }
+}
+
 /// Parse workspace text; `origin` names it in errors.
 pub fn parse(text: &str, origin: &str) -> Result<Workspace, WorkspaceError> {
     // Editors on Windows like to start files with a byte order mark; JSON has none.
@@ -176,11 +219,16 @@ pub fn migrate_with(
 /// permissions), which then replaces `path`. A crash, a full disk or a second save
 /// running at the same time never leaves a half-written workspace or a stray temp file.
 pub fn save(path: &Path, ws: &Workspace) -> Result<(), WorkspaceError> {
-    let p = path.display().to_string();
-    let mut text = serde_json::to_string_pretty(ws).map_err(|e| WorkspaceError::Io {
-        path: p.clone(),
+    let text = serde_json::to_string_pretty(ws).map_err(|e| WorkspaceError::Io {
+        path: path.display().to_string(),
         source: std::io::Error::other(e),
     })?;
+    write_atomic(path, text)
+}
+
+/// Write `text` and a trailing newline to `path` atomically (see [`save`]).
+fn write_atomic(path: &Path, mut text: String) -> Result<(), WorkspaceError> {
+    let p = path.display().to_string();
     text.push('\n');
     let dir = path
         .parent()
@@ -207,6 +255,32 @@ pub fn save(path: &Path, ws: &Workspace) -> Result<(), WorkspaceError> {
         let _ = std::fs::remove_file(&tmp);
         WorkspaceError::Io { path: p, source }
     })
+}
+
+/// The file's own JSON with each destination's `id` set (first in its object), so
+/// saving ids back changes those lines only: keys, order and omitted defaults stay
+/// as the user wrote them. `None` if the file no longer matches `ws`.
+fn with_ids(path: &Path, ws: &Workspace) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let mut value: Value =
+        serde_json::from_str(text.strip_prefix('\u{feff}').unwrap_or(&text)).ok()?;
+    let dests = value.get_mut("destinations")?.as_array_mut()?;
+    if dests.len() != ws.destinations.len() {
+        return None;
+    }
+    for (v, d) in dests.iter_mut().zip(&ws.destinations) {
+        let o = v.as_object_mut()?;
+        if o.get("name").and_then(Value::as_str) != Some(d.name.as_str()) {
+            return None;
+        }
+        if o.get("id").and_then(Value::as_str) != Some(d.id.as_str()) {
+            let mut m = serde_json::Map::new();
+            m.insert("id".into(), Value::from(d.id.clone()));
+            m.extend(std::mem::take(o).into_iter().filter(|(k, _)| k != "id"));
+            *o = m;
+        }
+    }
+    serde_json::to_string_pretty(&value).ok()
 }
 
 /// A new file `.<name>.<pid>.<n>.tmp` next to the target; `create_new` so two saves

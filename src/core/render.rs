@@ -718,19 +718,27 @@ impl CompiledDestination {
     ) -> Option<Result<Prepared, RenderError>> {
         match events {
             EventList::Values(v) => v.get(index).map(|e| self.prepare(index, e, ctx)),
-            EventList::Text(t) => {
-                let text = t.get(index)?;
-                if let Some(p) = self.prepare_text(index, text) {
-                    return Some(Ok(Prepared::Ready(Box::new(p))));
-                }
-                Some(match serde_json::from_str::<Value>(text) {
-                    Ok(v) => {
-                        let v = Arc::new(v);
-                        self.prepare_inner(index, &v, Some(&v), ctx, Some(text))
-                    }
-                    Err(e) => Err(self.fail(format!("event {index}: {e}"))),
-                })
+            EventList::Text(t) => Some(self.prepare_event_text(index, t.get(index)?, ctx)),
+        }
+    }
+
+    /// [`prepare_event`](Self::prepare_event) for one event held as canonical JSON
+    /// text (an event list's, or one read from a stream) at position `index`.
+    pub fn prepare_event_text(
+        &self,
+        index: usize,
+        text: &str,
+        ctx: &RenderCtx,
+    ) -> Result<Prepared, RenderError> {
+        if let Some(p) = self.prepare_text(index, text) {
+            return Ok(Prepared::Ready(Box::new(p)));
+        }
+        match serde_json::from_str::<Value>(text) {
+            Ok(v) => {
+                let v = Arc::new(v);
+                self.prepare_inner(index, &v, Some(&v), ctx, Some(text))
             }
+            Err(e) => Err(self.fail(format!("event {index}: {e}"))),
         }
     }
 

@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 
 use super::stats::{Histogram, JobStats};
 use crate::core::batch::{Batch, Batcher};
-use crate::core::events::EventList;
+use crate::core::events::{EventList, StreamItem};
 use crate::core::model::{Auth, Delivery, Destination};
 use crate::core::render::{CompiledDestination, Prepared, RenderCtx, RenderedRequest};
 use crate::core::secret::{Secret, Secrets};
@@ -179,11 +179,141 @@ pub struct JobEnv {
     pub tokens: Option<Arc<dyn TokenProvider>>,
 }
 
+/// Events read while they are sent (a large NDJSON file): how many positions the
+/// source has (known before the job starts: the history records it and a resume
+/// checks it), and the items in index order through a bounded channel, so memory
+/// holds only what is in flight. Items come in chunks (one channel message per few
+/// hundred events, not per event). A source that ends early leaves the rest pending
+/// (its reader reports why); items past `total` are ignored.
+pub struct EventStream {
+    pub total: usize,
+    pub items: tokio::sync::mpsc::Receiver<Vec<StreamItem>>,
+}
+
+/// Where a job's events come from: a list held in memory (the app, small files), or
+/// a stream (`hookline send` of a large NDJSON file).
+pub enum EventSource {
+    List(Arc<EventList>),
+    Stream(EventStream),
+}
+
+impl EventSource {
+    /// Event positions (indices `0..len`).
+    pub fn len(&self) -> usize {
+        match self {
+            Self::List(l) => l.len(),
+            Self::Stream(s) => s.total,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl From<Arc<EventList>> for EventSource {
+    fn from(l: Arc<EventList>) -> Self {
+        Self::List(l)
+    }
+}
+
+/// A job's events in the order they are sent, each prepared for its request.
+enum Feed {
+    List {
+        events: Arc<EventList>,
+        indices: std::vec::IntoIter<usize>,
+    },
+    Stream {
+        items: tokio::sync::mpsc::Receiver<Vec<StreamItem>>,
+        chunk: std::vec::IntoIter<StreamItem>,
+        total: usize,
+        /// Only these indices (ascending), when not all.
+        only: Option<std::iter::Peekable<std::vec::IntoIter<usize>>>,
+    },
+}
+
+impl Feed {
+    fn new(events: EventSource, only: Option<Vec<usize>>) -> Self {
+        match events {
+            EventSource::List(events) => {
+                let indices = only.unwrap_or_else(|| (0..events.len()).collect());
+                Self::List {
+                    events,
+                    indices: indices.into_iter(),
+                }
+            }
+            EventSource::Stream(s) => Self::Stream {
+                items: s.items,
+                chunk: Vec::new().into_iter(),
+                total: s.total,
+                only: only.map(|mut o| {
+                    o.sort_unstable();
+                    o.dedup();
+                    o.into_iter().peekable()
+                }),
+            },
+        }
+    }
+
+    /// The next event's index and its preparation (`None`: no such event in a list);
+    /// `None` at the end.
+    async fn next(
+        &mut self,
+        compiled: &CompiledDestination,
+        ctx: &RenderCtx,
+    ) -> Option<(usize, Option<Result<Prepared, String>>)> {
+        match self {
+            Self::List { events, indices } => {
+                let i = indices.next()?;
+                // The same entry point the preview uses: the bytes sent are the bytes shown.
+                let p = compiled
+                    .prepare_event(events, i, ctx)
+                    .map(|r| r.map_err(|e| e.to_string()));
+                Some((i, p))
+            }
+            Self::Stream {
+                items,
+                chunk,
+                total,
+                only,
+            } => loop {
+                if only.as_mut().is_some_and(|o| o.peek().is_none()) {
+                    return None;
+                }
+                let item = match chunk.next() {
+                    Some(item) => item,
+                    None => {
+                        *chunk = items.recv().await?.into_iter();
+                        continue;
+                    }
+                };
+                let i = item.index();
+                if i >= *total {
+                    return None;
+                }
+                if let Some(o) = only.as_mut() {
+                    while o.next_if(|&w| w < i).is_some() {}
+                    if o.next_if_eq(&i).is_none() {
+                        continue;
+                    }
+                }
+                let p = match item {
+                    StreamItem::Event { index, text } => compiled
+                        .prepare_event_text(index, &text, ctx)
+                        .map_err(|e| e.to_string()),
+                    StreamItem::Bad { message, .. } => Err(message),
+                };
+                return Some((i, Some(p)));
+            },
+        }
+    }
+}
+
 /// A job: which destination, which events.
 pub struct JobSpec {
     pub job: String,
     pub destination: Destination,
-    pub events: Arc<EventList>,
+    pub events: EventSource,
     /// Only these indices (a selection, or what is left on resume); `None` = all.
     pub only: Option<Vec<usize>>,
     /// Where the events came from (file or event set), for history.
@@ -453,10 +583,8 @@ pub async fn run_job(
             .join("\n")
     })?;
     let policy = spec.destination.delivery.clone();
-    let indices: Vec<usize> = spec
-        .only
-        .clone()
-        .unwrap_or_else(|| (0..spec.events.len()).collect());
+    let total_events = spec.events.len();
+    let to_send = spec.only.as_ref().map_or(total_events, Vec::len);
     // Nothing is sent before the job is on record: a history that cannot be written
     // fails the job here.
     let recorded = if spec.create {
@@ -468,7 +596,7 @@ pub async fn run_job(
             job: spec.job.clone(),
             destination: spec.destination.name.clone(),
             source: spec.source.clone(),
-            total_events: spec.events.len(),
+            total_events,
             fingerprint,
         })
     } else {
@@ -479,7 +607,7 @@ pub async fn run_job(
         .map_err(|e| format!("job {}: nothing sent: {e}", spec.job))?;
     let tally = Arc::new(Mutex::new(Tally {
         stats: JobStats {
-            events: indices.len() as u64,
+            events: to_send as u64,
             ..JobStats::default()
         },
         hist: Histogram::default(),
@@ -559,13 +687,16 @@ pub async fn run_job(
         request_no: &mut request_no,
     };
 
-    for i in indices {
+    let mut feed = Feed::new(spec.events, spec.only);
+    loop {
         if !gate(&mut control_rx).await {
             cancelled = true;
             break;
         }
-        // The same entry point the preview uses: the bytes sent are the bytes shown.
-        let Some(prepared) = ctx.compiled.prepare_event(&spec.events, i, &render_ctx) else {
+        let Some((i, prepared)) = feed.next(&ctx.compiled, &render_ctx).await else {
+            break;
+        };
+        let Some(prepared) = prepared else {
             continue;
         };
         match prepared {
@@ -595,9 +726,10 @@ pub async fn run_job(
                     ),
                 ),
             },
-            Err(e) => track(&mut acks, &ctx, fail_unsent(&ctx, &[i], &e.to_string())),
+            Err(e) => track(&mut acks, &ctx, fail_unsent(&ctx, &[i], &e)),
         }
     }
+    drop(feed);
     if !skipped.is_empty() {
         track(&mut acks, &ctx, env.log.events_skipped(&spec.job, &skipped));
     }

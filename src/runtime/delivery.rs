@@ -80,6 +80,11 @@ pub trait JobLog: Send + Sync {
     /// An existing job runs again (`--resume`): it is `running` once more.
     fn job_resumed(&self, job: &str) -> Commit;
     fn attempt(&self, a: AttemptLog);
+    /// Whether [`attempt`](Self::attempt) records anything: when not, the job does
+    /// not build the (redacted) attempt records at all.
+    fn wants_attempts(&self) -> bool {
+        true
+    }
     /// The events of one request reached a final state.
     fn events_done(&self, job: &str, events: &[usize], outcome: &Outcome) -> Commit;
     /// Events that need no request (skipped by the trigger): final, never re-sent.
@@ -101,6 +106,9 @@ impl JobLog for NoLog {
         committed()
     }
     fn attempt(&self, _: AttemptLog) {}
+    fn wants_attempts(&self) -> bool {
+        false
+    }
     fn events_done(&self, _: &str, _: &[usize], _: &Outcome) -> Commit {
         committed()
     }
@@ -460,6 +468,72 @@ struct Ctx {
     control_tx: watch::Sender<Control>,
     /// Why the job stopped by itself (a history write failed), if it did.
     halted: Mutex<Option<String>>,
+    /// The last URL and headers sent, parsed: requests of one route repeat them, so
+    /// most attempts clone these instead of parsing again.
+    wire: Mutex<WireCache>,
+}
+
+#[derive(Default)]
+struct WireCache {
+    url: Option<(String, reqwest::Url)>,
+    /// Each header as text and parsed, in request order.
+    headers: Vec<(
+        String,
+        String,
+        reqwest::header::HeaderName,
+        reqwest::header::HeaderValue,
+    )>,
+}
+
+impl Ctx {
+    /// `url` parsed (a clone of the last parse when it is the same); `None` when it
+    /// does not parse (reqwest then reports it).
+    fn parsed_url(&self, url: &str) -> Option<reqwest::Url> {
+        if let Some((text, parsed)) = &lock(&self.wire).url
+            && text == url
+        {
+            return Some(parsed.clone());
+        }
+        let parsed = reqwest::Url::parse(url).ok()?;
+        lock(&self.wire).url = Some((url.to_owned(), parsed.clone()));
+        Some(parsed)
+    }
+
+    /// `headers` as a header map, each name and value parsed only when it differs
+    /// from the last request's at the same place (per-request ones, such as an
+    /// idempotency key or a signature, are parsed; the route's static ones are not).
+    /// `None` when one is not a valid header (reqwest then reports it).
+    fn header_map(&self, headers: &[(String, String)]) -> Option<reqwest::header::HeaderMap> {
+        use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+        let mut map = HeaderMap::with_capacity(headers.len());
+        let mut wire = lock(&self.wire);
+        wire.headers.truncate(headers.len());
+        for (i, (n, v)) in headers.iter().enumerate() {
+            match wire.headers.get_mut(i) {
+                Some((cn, cv, name, value)) if cn == n => {
+                    if cv != v {
+                        *value = HeaderValue::from_str(v).ok()?;
+                        v.clone_into(cv);
+                    }
+                    map.append(name.clone(), value.clone());
+                }
+                slot => {
+                    let parsed = (
+                        n.clone(),
+                        v.clone(),
+                        HeaderName::from_bytes(n.as_bytes()).ok()?,
+                        HeaderValue::from_str(v).ok()?,
+                    );
+                    map.append(parsed.2.clone(), parsed.3.clone());
+                    match slot {
+                        Some(s) => *s = parsed,
+                        None => wire.headers.push(parsed),
+                    }
+                }
+            }
+        }
+        Some(map)
+    }
 }
 
 impl Ctx {
@@ -624,6 +698,7 @@ pub async fn run_job(
         control: own_control.clone(),
         control_tx,
         halted: Mutex::new(None),
+        wire: Mutex::default(),
     });
     // The caller's Pause/Resume/Cancel, unless the job has halted by itself.
     let forward = {
@@ -1051,28 +1126,46 @@ async fn attempt_once(ctx: &Ctx, request_no: u64, attempt: u32, req: &mut Render
             }
         }
     }
-    let method = reqwest::Method::from_bytes(req.method.as_str().as_bytes())
-        .unwrap_or(reqwest::Method::POST);
-    let mut rb = ctx
-        .env
-        .client
-        .request(method, &req.url)
-        .timeout(Duration::from_millis(policy.timeout_ms.max(1)));
-    for (n, v) in &req.headers {
-        rb = rb.header(n.as_str(), v.as_str());
+    let method = match req.method {
+        crate::core::model::Method::Get => reqwest::Method::GET,
+        crate::core::model::Method::Post => reqwest::Method::POST,
+        crate::core::model::Method::Put => reqwest::Method::PUT,
+        crate::core::model::Method::Patch => reqwest::Method::PATCH,
+        crate::core::model::Method::Delete => reqwest::Method::DELETE,
+    };
+    let mut rb = match ctx.parsed_url(&req.url) {
+        Some(url) => ctx.env.client.request(method, url),
+        None => ctx.env.client.request(method, &req.url),
+    }
+    .timeout(Duration::from_millis(policy.timeout_ms.max(1)));
+    if let Some(map) = ctx.header_map(&req.headers) {
+        rb = rb.headers(map);
+    } else {
+        for (n, v) in &req.headers {
+            rb = rb.header(n.as_str(), v.as_str());
+        }
     }
     if let Some(b) = &req.body {
         rb = rb.body(b.clone());
     }
+    let logging = ctx.env.log.wants_attempts();
     let started = Instant::now();
     let sent = rb.send().await;
     let mut log = AttemptLog {
-        job: ctx.job.clone(),
+        job: if logging { ctx.job.clone() } else { String::new() },
         request_no,
         attempt,
         method: req.method.as_str().to_owned(),
-        url: req.redacted_url(),
-        request_headers: req.redacted_headers(),
+        url: if logging {
+            req.redacted_url()
+        } else {
+            String::new()
+        },
+        request_headers: if logging {
+            req.redacted_headers()
+        } else {
+            Vec::new()
+        },
         status: None,
         response_headers: Vec::new(),
         response_body: Vec::new(),
@@ -1084,17 +1177,19 @@ async fn attempt_once(ctx: &Ctx, request_no: u64, attempt: u32, req: &mut Render
             let status = resp.status().as_u16();
             log.status = Some(status);
             // A server may echo what it was sent: keep no secret of ours from it.
-            log.response_headers = resp
-                .headers()
-                .iter()
-                .map(|(n, v)| {
-                    (
-                        n.as_str().to_owned(),
-                        req.scrub(&String::from_utf8_lossy(v.as_bytes()))
-                            .into_owned(),
-                    )
-                })
-                .collect();
+            if logging {
+                log.response_headers = resp
+                    .headers()
+                    .iter()
+                    .map(|(n, v)| {
+                        (
+                            n.as_str().to_owned(),
+                            req.scrub(&String::from_utf8_lossy(v.as_bytes()))
+                                .into_owned(),
+                        )
+                    })
+                    .collect();
+            }
             let retry_after_hdr = resp
                 .headers()
                 .get(reqwest::header::RETRY_AFTER)
@@ -1114,12 +1209,19 @@ async fn attempt_once(ctx: &Ctx, request_no: u64, attempt: u32, req: &mut Render
                 }
             }
             let latency = started.elapsed();
-            let text = req.scrub(&snippet(&body)).into_owned();
-            log.response_body = match req.scrub(&String::from_utf8_lossy(&body)) {
-                std::borrow::Cow::Borrowed(_) => body,
-                std::borrow::Cow::Owned(clean) => clean.into_bytes(),
+            let success = (200..300).contains(&status);
+            let text = if success || body.is_empty() {
+                String::new()
+            } else {
+                req.scrub(&snippet(&body)).into_owned()
             };
-            if (200..300).contains(&status) {
+            if logging {
+                log.response_body = match req.scrub(&String::from_utf8_lossy(&body)) {
+                    std::borrow::Cow::Borrowed(_) => body,
+                    std::borrow::Cow::Owned(clean) => clean.into_bytes(),
+                };
+            }
+            if success {
                 Try::Done { status, latency }
             } else if status == 401 && is_oauth(dest) {
                 Try::Unauthorized {
@@ -1198,8 +1300,10 @@ async fn attempt_once(ctx: &Ctx, request_no: u64, attempt: u32, req: &mut Render
         }
         log.error = Some(reason.clone());
     }
-    log.latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-    ctx.env.log.attempt(log);
+    if logging {
+        log.latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        ctx.env.log.attempt(log);
+    }
     result
 }
 

@@ -77,15 +77,18 @@ send() { # name events-file destination extra-args...
   rm -f "$work/history.sqlite3"*
   /usr/bin/time -f "%e %M" -o "$work/time" $BIN send -w "$work/ws.json" -d "$dest" -e "$work/$file" \
     --history "$work/history.sqlite3" "$@" > "$work/out.ndjson" 2> "$work/err.log" || true
-  python3 - "$work" "$name" >> "$work/results" <<'PY'
+  python3 - "$work" "$name" "$BATCHED" >> "$work/results" <<'PY'
 import json, sys
-work, name = sys.argv[1], sys.argv[2]
+work, name, batched = sys.argv[1], sys.argv[2], int(sys.argv[3])
 s = json.loads(open(f"{work}/out.ndjson").read().splitlines()[-1])["summary"]
 wall, rss_kb = open(f"{work}/time").read().split()
-wall = float(wall); events = s["delivered"]
+wall = float(wall)
 if s["failed"]:
     print(f"{name}-FAILED {s['failed']} requests")
 if name == "batched":
+    events = s["job_events"]["delivered"]
+    if events != batched:
+        print(f"batched-SHORT {events} events")
     print(f"batched-wall {events / wall:.0f} events/s")
     print(f"batched-rss {int(rss_kb) / 1024:.0f} MB")
 else:

@@ -5,6 +5,7 @@
 mod common;
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -53,9 +54,10 @@ fn receiver(phase: Arc<AtomicUsize>) -> (common::Server, Seen) {
 fn events(n: usize) -> String {
     let mut s = String::new();
     for i in 0..n {
-        s.push_str(&format!(
+        let _ = write!(
+            s,
             "{{ \"type\": \"track\", \"messageId\": \"m-{i}\", \"n\": {i}, \"price\": 1.50, \"big\": 123456789012345678901234567890 }}\r\n"
-        ));
+        );
         if i == 9 {
             s.push_str("   \n");
         }
@@ -135,7 +137,10 @@ fn a_streamed_send_sends_each_line_once_with_the_bytes_of_a_whole_import() {
         let a = &seen[&(2, id.clone())];
         let b = &seen[&(3, id.clone())];
         assert_eq!((a.len(), b.len()), (1, 1), "{id} sent once by each");
-        assert_eq!(a[0], b[0], "{id}: the stream sends the bytes a whole import sends");
+        assert_eq!(
+            a[0], b[0],
+            "{id}: the stream sends the bytes a whole import sends"
+        );
         let want = format!(
             "{{\"type\":\"track\",\"messageId\":\"m-{i}\",\"n\":{i},\"price\":1.50,\"big\":123456789012345678901234567890}}"
         );

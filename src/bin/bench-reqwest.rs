@@ -46,7 +46,7 @@ fn run() -> Result<(), String> {
     let ok = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     rt.block_on(async {
-        let mut set = tokio::task::JoinSet::new();
+        let mut workers = tokio::task::JoinSet::new();
         for _ in 0..tasks {
             let (client, url, body, next, ok) = (
                 client.clone(),
@@ -55,7 +55,7 @@ fn run() -> Result<(), String> {
                 next.clone(),
                 ok.clone(),
             );
-            set.spawn(async move {
+            workers.spawn(async move {
                 while next.fetch_add(1, Ordering::Relaxed) < n {
                     let sent = client
                         .post(&url)
@@ -73,7 +73,7 @@ fn run() -> Result<(), String> {
                 }
             });
         }
-        while set.join_next().await.is_some() {}
+        while workers.join_next().await.is_some() {}
     });
     let secs = started.elapsed().as_secs_f64();
     println!(

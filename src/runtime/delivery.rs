@@ -288,12 +288,9 @@ impl Feed {
                 if only.as_mut().is_some_and(|o| o.peek().is_none()) {
                     return None;
                 }
-                let item = match chunk.next() {
-                    Some(item) => item,
-                    None => {
-                        *chunk = items.recv().await?.into_iter();
-                        continue;
-                    }
+                let Some(item) = chunk.next() else {
+                    *chunk = items.recv().await?.into_iter();
+                    continue;
                 };
                 let i = item.index();
                 if i >= *total {
@@ -1152,7 +1149,11 @@ async fn attempt_once(ctx: &Ctx, request_no: u64, attempt: u32, req: &mut Render
     let started = Instant::now();
     let sent = rb.send().await;
     let mut log = AttemptLog {
-        job: if logging { ctx.job.clone() } else { String::new() },
+        job: if logging {
+            ctx.job.clone()
+        } else {
+            String::new()
+        },
         request_no,
         attempt,
         method: req.method.as_str().to_owned(),

@@ -20,7 +20,8 @@ use crate::core::model::{Destination, EventSet};
 use crate::core::secret::Secrets;
 use crate::store::history::HistoryWriter;
 use delivery::{
-    Control, EventSource, EventStream, JobEnv, JobFingerprint, JobLog, JobReport, JobSpec, NoLog, Outcome, TokenProvider,
+    Control, EventSource, EventStream, JobEnv, JobFingerprint, JobLog, JobReport, JobSpec, NoLog,
+    Outcome, TokenProvider,
 };
 use stats::JobStats;
 

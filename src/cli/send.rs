@@ -53,15 +53,15 @@ pub struct SendArgs {
 /// `None` for what cannot be read twice or is not a regular file (a pipe,
 /// `<(…)`, a device): such a job's resume cannot check its events. Stops early
 /// when `stop` is set (the import failed).
-fn file_sha256(path: &Path, stop: &AtomicBool) -> Option<String> {
+fn file_sha256(path: &Path, stop: &AtomicBool, cap: u64) -> Option<String> {
     use sha2::Digest as _;
     let file = std::fs::File::open(path).ok()?;
     if !file.metadata().ok()?.is_file() {
         return None;
     }
-    let mut reader = file.take(MAX_IMPORT_BYTES + 1);
+    let mut reader = file.take(cap);
     let mut hash = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
+    let mut buf = vec![0u8; 1 << 18];
     loop {
         if stop.load(Ordering::Relaxed) {
             return None;
@@ -180,16 +180,35 @@ struct Scan {
     sha256: String,
 }
 
-/// Read `path` once, line by line, holding one line at a time: count its event
-/// positions (non-blank lines) and hash its bytes. `Ok(None)` when it is not NDJSON
-/// to stream (its first event line is not a JSON object on its own, or it has a
-/// single event: a document), so the caller imports it whole.
+/// Read `path` once, line by line, holding one line at a time, and count its event
+/// positions (non-blank lines), while another thread hashes its bytes. `Ok(None)`
+/// when it is not NDJSON to stream (its first event line is not a JSON object on its
+/// own, or it has a single event: a document), so the caller imports it whole.
 fn scan_ndjson(path: &Path) -> anyhow::Result<Option<Scan>> {
-    use sha2::Digest as _;
+    let stop = AtomicBool::new(false);
+    let (positions, sha256) = std::thread::scope(|s| {
+        let hash = s.spawn(|| file_sha256(path, &stop, u64::MAX));
+        let positions = count_positions(path);
+        stop.store(!matches!(positions, Ok(Some(_))), Ordering::Relaxed);
+        (positions, hash.join().ok().flatten())
+    });
+    let Some(positions) = positions? else {
+        return Ok(None);
+    };
+    let sha256 = sha256.ok_or_else(|| {
+        usage(format!(
+            "{}: cannot be read to take its SHA-256",
+            path.display()
+        ))
+    })?;
+    Ok((positions >= 2).then_some(Scan { positions, sha256 }))
+}
+
+/// The event positions of an NDJSON file; `None` when its first is not an event.
+fn count_positions(path: &Path) -> anyhow::Result<Option<usize>> {
     let io = |e: std::io::Error| usage(format!("{}: {e}", path.display()));
     let file = std::fs::File::open(path).map_err(io)?;
     let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
-    let mut hash = sha2::Sha256::new();
     let mut decoder = NdjsonStream::new();
     let mut line = Vec::new();
     let mut first_checked = false;
@@ -198,7 +217,6 @@ fn scan_ndjson(path: &Path) -> anyhow::Result<Option<Scan>> {
         if reader.read_until(b'\n', &mut line).map_err(io)? == 0 {
             break;
         }
-        hash.update(&line);
         let bytes = line.strip_suffix(b"\n").unwrap_or(&line);
         if first_checked {
             decoder.skip(bytes);
@@ -209,10 +227,7 @@ fn scan_ndjson(path: &Path) -> anyhow::Result<Option<Scan>> {
             first_checked = true;
         }
     }
-    Ok((decoder.positions() >= 2).then(|| Scan {
-        positions: decoder.positions(),
-        sha256: hex::encode(hash.finalize()),
-    }))
+    Ok(Some(decoder.positions()))
 }
 
 /// Read `path` again and hand its first `total` positions to the job, a chunk at a
@@ -303,7 +318,7 @@ pub fn send(
     } else {
         let stop = AtomicBool::new(false);
         let (loaded, events_sha256) = std::thread::scope(|s| {
-            let hash = s.spawn(|| file_sha256(path, &stop));
+            let hash = s.spawn(|| file_sha256(path, &stop, MAX_IMPORT_BYTES + 1));
             let loaded = load_events(path, true);
             stop.store(loaded.is_err(), Ordering::Relaxed);
             (loaded, hash.join().ok().flatten())

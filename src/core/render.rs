@@ -1101,23 +1101,51 @@ impl CompiledDestination {
     /// `None` means "use [`prepare`](Self::prepare)".
     pub fn prepare_text(&self, index: usize, text: &str) -> Option<PreparedEvent> {
         let t = self.passthrough.as_ref()?;
-        if self.dest.dynamic_overrides
-            && (text.contains("\"header\"")
-                || text.contains("\"appendPath\"")
-                || text.contains("\"fullPath\""))
-        {
+        if !self.passes_through(text) {
             return None;
         }
-        Some(PreparedEvent {
+        Some(Self::passthrough_event(t, index, text.as_bytes().to_vec()))
+    }
+
+    /// [`prepare_event_text`](Self::prepare_event_text) of an event the caller owns
+    /// (one read from a stream): on the fast path its text becomes the body, not copied.
+    pub fn prepare_event_owned(
+        &self,
+        index: usize,
+        text: Box<str>,
+        ctx: &RenderCtx,
+    ) -> Result<Prepared, RenderError> {
+        if let Some(t) = &self.passthrough
+            && self.passes_through(&text)
+        {
+            let body = text.into_boxed_bytes().into_vec();
+            return Ok(Prepared::Ready(Box::new(Self::passthrough_event(
+                t, index, body,
+            ))));
+        }
+        self.prepare_event_text(index, &text, ctx)
+    }
+
+    /// Whether an event's text is its body as is (see [`prepare_text`](Self::prepare_text)).
+    fn passes_through(&self, text: &str) -> bool {
+        self.passthrough.is_some()
+            && !(self.dest.dynamic_overrides
+                && (text.contains("\"header\"")
+                    || text.contains("\"appendPath\"")
+                    || text.contains("\"fullPath\"")))
+    }
+
+    fn passthrough_event(t: &PreparedEvent, index: usize, body: Vec<u8>) -> PreparedEvent {
+        PreparedEvent {
             index,
             route: t.route.clone(),
-            body: PreparedBody::Json(text.as_bytes().to_vec()),
+            body: PreparedBody::Json(body),
             message_id: None,
             primary_key: Value::Null,
             jwt_claims: t.jwt_claims.clone(),
             secret_values: Vec::new(),
             alts: None,
-        })
+        }
     }
 
     /// Turn a group of prepared events into a request: envelope, idempotency key, then

@@ -304,7 +304,7 @@ impl Feed {
                 }
                 let p = match item {
                     StreamItem::Event { index, text } => compiled
-                        .prepare_event_text(index, &text, ctx)
+                        .prepare_event_owned(index, text, ctx)
                         .map_err(|e| e.to_string()),
                     StreamItem::Bad { message, .. } => Err(message),
                 };

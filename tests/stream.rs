@@ -226,3 +226,93 @@ fn a_streamed_job_resumes_only_what_it_did_not_deliver_and_refuses_other_events(
         String::from_utf8_lossy(&refused.stderr)
     );
 }
+
+/// While the receiver holds the first request, the stream reads no further than its
+/// bounded queue: the process has read the file twice (the count and the hash) and
+/// at most a few MB of the third read, not all of it (`/proc/PID/io` counts bytes
+/// read). Then everything is delivered once released.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_stalled_receiver_stops_the_stream_reading_ahead() {
+    use std::sync::atomic::AtomicBool;
+    use std::time::{Duration, Instant};
+
+    const N: usize = 40_000;
+    let open = Arc::new(AtomicBool::new(false));
+    let got = Arc::new(AtomicUsize::new(0));
+    let (o, g) = (open.clone(), got.clone());
+    let srv = common::serve(Router::new().route(
+        "/hook",
+        post(move |body: Bytes| {
+            let (o, g) = (o.clone(), g.clone());
+            async move {
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while !o.load(Ordering::SeqCst) && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                g.fetch_add(v.as_array().map_or(0, Vec::len), Ordering::SeqCst);
+                StatusCode::OK
+            }
+        }),
+    ));
+    let pad = "x".repeat(450);
+    let mut events = String::new();
+    for i in 0..N {
+        let _ = writeln!(
+            events,
+            r#"{{"type":"track","messageId":"m-{i}","pad":"{pad}"}}"#
+        );
+    }
+    let size = events.len() as u64;
+    let dir = tempfile::tempdir().expect("tmp");
+    let ws = format!(
+        r#"{{"version": 1, "destinations": [{{"name": "d", "url": "{}", "batching": {{"max_events": 100, "max_bytes": 1000000}}, "delivery": {{"concurrency": 1}}}}]}}"#,
+        srv.url("/hook")
+    );
+    std::fs::write(dir.path().join("ws.json"), ws).expect("ws");
+    std::fs::write(dir.path().join("events.ndjson"), &events).expect("events");
+    drop(events);
+    let mut child = Command::new(BIN)
+        .env("HOOKLINE_STREAM_MIN_MB", "0")
+        .args(["send", "-w"])
+        .arg(dir.path().join("ws.json"))
+        .args(["-d", "d", "-e"])
+        .arg(dir.path().join("events.ndjson"))
+        .arg("--no-history")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("hookline runs");
+    // Wait until the job is sending (the first request is held), then let the
+    // reader fill its queue.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let io = format!("/proc/{}/io", child.id());
+    let rchar = || -> u64 {
+        std::fs::read_to_string(&io)
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("rchar: "))
+                    .and_then(|v| v.trim().parse().ok())
+            })
+            .unwrap_or(0)
+    };
+    while rchar() < 2 * size && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(700));
+    let read = rchar();
+    open.store(true, Ordering::SeqCst);
+    let status = child.wait().expect("exit");
+    assert!(
+        read >= 2 * size,
+        "the file is read twice before sending: {read}"
+    );
+    assert!(
+        read < 2 * size + 6 * 1024 * 1024,
+        "read {read} bytes of a {size}-byte file while the receiver held the first request: the stream read ahead without bound"
+    );
+    assert!(status.success(), "{status:?}");
+    assert_eq!(got.load(Ordering::SeqCst), N);
+}

@@ -246,7 +246,7 @@ fn a_stalled_receiver_stops_the_stream_reading_ahead() {
         post(move |body: Bytes| {
             let (o, g) = (o.clone(), g.clone());
             async move {
-                let deadline = Instant::now() + Duration::from_secs(60);
+                let deadline = Instant::now() + Duration::from_mins(1);
                 while !o.load(Ordering::SeqCst) && Instant::now() < deadline {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
@@ -286,7 +286,7 @@ fn a_stalled_receiver_stops_the_stream_reading_ahead() {
         .expect("hookline runs");
     // Wait until the job is sending (the first request is held), then let the
     // reader fill its queue.
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_mins(1);
     let io = format!("/proc/{}/io", child.id());
     let rchar = || -> u64 {
         std::fs::read_to_string(&io)

@@ -2,7 +2,7 @@
 //! runtime, one NDJSON line per request, a summary line last; `--resume JOB` sends
 //! only what an interrupted job had not delivered, as its history records.
 
-use std::io::{Read as _, Write as _};
+use std::io::{BufRead as _, Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,11 +13,11 @@ use serde_json::json;
 use super::{
     EXIT_FAILED, Target, destination, load_events, load_workspace_keeping_ids, open_history, usage,
 };
-use crate::core::events::EventList;
+use crate::core::events::{NdjsonStream, StreamItem};
 use crate::core::import::MAX_IMPORT_BYTES;
 use crate::core::secret::Secrets;
 use crate::runtime::delivery::{
-    JobFingerprint, JobLog, NoLog, OutcomeKind, TokenProvider, destination_digest,
+    EventStream, JobFingerprint, JobLog, NoLog, OutcomeKind, TokenProvider, destination_digest,
 };
 use crate::runtime::{Command, Runtime, RuntimeConfig, Update};
 use crate::store::history::History;
@@ -55,15 +55,15 @@ pub struct SendArgs {
 /// `None` for what cannot be read twice or is not a regular file (a pipe,
 /// `<(…)`, a device): such a job's resume cannot check its events. Stops early
 /// when `stop` is set (the import failed).
-fn file_sha256(path: &Path, stop: &AtomicBool) -> Option<String> {
+fn file_sha256(path: &Path, stop: &AtomicBool, cap: u64) -> Option<String> {
     use sha2::Digest as _;
     let file = std::fs::File::open(path).ok()?;
     if !file.metadata().ok()?.is_file() {
         return None;
     }
-    let mut reader = file.take(MAX_IMPORT_BYTES + 1);
+    let mut reader = file.take(cap);
     let mut hash = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
+    let mut buf = vec![0u8; 1 << 18];
     loop {
         if stop.load(Ordering::Relaxed) {
             return None;
@@ -85,7 +85,7 @@ fn resume_plan(
     job: &str,
     args: &SendArgs,
     dest: &crate::core::model::Destination,
-    events: &EventList,
+    total: usize,
     fingerprint: &JobFingerprint,
 ) -> anyhow::Result<Vec<usize>> {
     // A damaged database is a bad input (exit 2), like a bad events file.
@@ -101,11 +101,10 @@ fn resume_plan(
         )));
     }
     // Checked before anything is sized by the recorded count.
-    if info.total_events != events.len() {
+    if info.total_events != total {
         return Err(usage(format!(
-            "job {job} had {} events but {file} has {}: resume with the same events file",
+            "job {job} had {} events but {file} has {total}: resume with the same events file",
             info.total_events,
-            events.len()
         )));
     }
     let force = " (--force resumes anyway)";
@@ -153,8 +152,132 @@ fn resume_plan(
         .map_err(|e| usage(e.to_string()))?
         .into_iter()
         .flat_map(|(a, b)| a..=b)
-        .filter(|i| *i < events.len())
+        .filter(|i| *i < total)
         .collect())
+}
+
+/// Files at least this large whose first event line is a JSON object on its own are
+/// sent as a stream (`HOOKLINE_STREAM_MIN_MB`, default 64; 0 streams any such file).
+fn stream_min_bytes() -> anyhow::Result<u64> {
+    match std::env::var("HOOKLINE_STREAM_MIN_MB") {
+        Err(_) => Ok(64 * 1024 * 1024),
+        Ok(v) => match v.trim().parse::<u64>() {
+            Ok(mb) => Ok(mb.saturating_mul(1024 * 1024)),
+            _ => Err(usage(
+                "HOOKLINE_STREAM_MIN_MB must be a whole number of megabytes",
+            )),
+        },
+    }
+}
+
+/// Lines of a streamed file are read this many at a time into one channel message.
+const STREAM_CHUNK: usize = 256;
+/// Chunks queued between the reader and the job: what memory holds beyond the
+/// requests in flight (`STREAM_CHUNK × STREAM_QUEUE` events at most).
+const STREAM_QUEUE: usize = 8;
+
+/// What a first read of an NDJSON file found: its event positions and its SHA-256.
+struct Scan {
+    positions: usize,
+    sha256: String,
+}
+
+/// Read `path` once, line by line, holding one line at a time, and count its event
+/// positions (non-blank lines), while another thread hashes its bytes. `Ok(None)`
+/// when it is not NDJSON to stream (its first event line is not a JSON object on its
+/// own, or it has a single event: a document), so the caller imports it whole.
+fn scan_ndjson(path: &Path) -> anyhow::Result<Option<Scan>> {
+    let stop = AtomicBool::new(false);
+    let (positions, sha256) = std::thread::scope(|s| {
+        let hash = s.spawn(|| file_sha256(path, &stop, u64::MAX));
+        let positions = count_positions(path);
+        stop.store(!matches!(positions, Ok(Some(_))), Ordering::Relaxed);
+        (positions, hash.join().ok().flatten())
+    });
+    let Some(positions) = positions? else {
+        return Ok(None);
+    };
+    let sha256 = sha256.ok_or_else(|| {
+        usage(format!(
+            "{}: cannot be read to take its SHA-256",
+            path.display()
+        ))
+    })?;
+    Ok((positions >= 2).then_some(Scan { positions, sha256 }))
+}
+
+/// The event positions of an NDJSON file; `None` when its first is not an event.
+fn count_positions(path: &Path) -> anyhow::Result<Option<usize>> {
+    let io = |e: std::io::Error| usage(format!("{}: {e}", path.display()));
+    let file = std::fs::File::open(path).map_err(io)?;
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
+    let mut decoder = NdjsonStream::new();
+    let mut line = Vec::new();
+    let mut first_checked = false;
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line).map_err(io)? == 0 {
+            break;
+        }
+        let bytes = line.strip_suffix(b"\n").unwrap_or(&line);
+        if first_checked {
+            decoder.skip(bytes);
+        } else if let Some(item) = decoder.line(bytes) {
+            if !matches!(item, StreamItem::Event { .. }) {
+                return Ok(None);
+            }
+            first_checked = true;
+        }
+    }
+    Ok(Some(decoder.positions()))
+}
+
+/// Read `path` again and hand its first `total` positions to the job, a chunk at a
+/// time; blocks while the job is busy (the channel is bounded). Returns the positions
+/// read (`None` when the job stopped taking them: it needed no more, or ended), or
+/// why reading stopped (the message names the file).
+fn read_stream(
+    path: &Path,
+    total: usize,
+    tx: &tokio::sync::mpsc::Sender<Vec<StreamItem>>,
+) -> Result<Option<usize>, String> {
+    let io = |e: std::io::Error| format!("{}: {e}", path.display());
+    let file = std::fs::File::open(path).map_err(io)?;
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
+    let mut decoder = NdjsonStream::new();
+    let mut line = Vec::new();
+    let mut chunk = Vec::with_capacity(STREAM_CHUNK);
+    while decoder.positions() < total {
+        line.clear();
+        if reader.read_until(b'\n', &mut line).map_err(io)? == 0 {
+            break;
+        }
+        let bytes = line.strip_suffix(b"\n").unwrap_or(&line);
+        if let Some(item) = decoder.line(bytes) {
+            chunk.push(item);
+            if chunk.len() == STREAM_CHUNK {
+                let full = std::mem::replace(&mut chunk, Vec::with_capacity(STREAM_CHUNK));
+                if tx.blocking_send(full).is_err() {
+                    return Ok(None);
+                }
+            }
+        }
+    }
+    if !chunk.is_empty() && tx.blocking_send(chunk).is_err() {
+        return Ok(None);
+    }
+    Ok(Some(decoder.positions()))
+}
+
+/// A job's output line for one request.
+#[derive(serde::Serialize)]
+struct RequestLine<'a> {
+    request: Option<&'a str>,
+    events: &'a [usize],
+    status: Option<u16>,
+    attempts: u32,
+    outcome: &'a OutcomeKind,
+    error: Option<&'a str>,
 }
 
 pub fn send(
@@ -185,17 +308,34 @@ pub fn send(
         }
         dest.delivery.max_attempts = m;
     }
-    let stop = AtomicBool::new(false);
-    let (loaded, events_sha256) = std::thread::scope(|s| {
-        let hash = s.spawn(|| file_sha256(&args.target.events, &stop));
-        let loaded = load_events(&args.target.events, true);
-        stop.store(loaded.is_err(), Ordering::Relaxed);
-        (loaded, hash.join().ok().flatten())
-    });
-    let (events, import_errors) = loaded?;
+    let path = &args.target.events;
+    // A large NDJSON file is read twice, never held: once to count and hash it (what
+    // the history records before anything is sent), then as it is sent.
+    let scan = match std::fs::metadata(path) {
+        Ok(m) if m.is_file() && m.len() >= stream_min_bytes()? => scan_ndjson(path)?,
+        _ => None,
+    };
+    let (events, import_errors, events_sha256) = if let Some(scan) = &scan {
+        (None, Vec::new(), Some(scan.sha256.clone()))
+    } else {
+        let stop = AtomicBool::new(false);
+        let (loaded, events_sha256) = std::thread::scope(|s| {
+            let hash = s.spawn(|| file_sha256(path, &stop, MAX_IMPORT_BYTES + 1));
+            let loaded = load_events(path, true);
+            stop.store(loaded.is_err(), Ordering::Relaxed);
+            (loaded, hash.join().ok().flatten())
+        });
+        let (events, import_errors) = loaded?;
+        (Some(events), import_errors, events_sha256)
+    };
     for e in &import_errors {
         eprintln!("{e}");
     }
+    let total = match (&scan, &events) {
+        (Some(scan), _) => scan.positions,
+        (None, Some(events)) => events.len(),
+        (None, None) => 0,
+    };
     let fingerprint = JobFingerprint {
         events_sha256,
         destination_sha256: Some(destination_digest(&dest)),
@@ -205,11 +345,10 @@ pub fn send(
             let h = history
                 .as_ref()
                 .ok_or_else(|| usage("--resume needs the history (drop --no-history)"))?;
-            let left = resume_plan(h, job, args, &dest, &events, &fingerprint)?;
+            let left = resume_plan(h, job, args, &dest, total, &fingerprint)?;
             eprintln!(
-                "hookline: resuming job {job}: {} of {} events not yet delivered",
+                "hookline: resuming job {job}: {} of {total} events not yet delivered",
                 left.len(),
-                events.len()
             );
             (job.clone(), Some(left), true)
         }
@@ -226,15 +365,35 @@ pub fn send(
     config.tokens = tokens;
     let (rt, updates) = Runtime::start(config, || {}).map_err(|e| anyhow::anyhow!(e))?;
     let source = args.target.events.display().to_string();
-    rt.send(Command::Send {
-        job: job.clone(),
-        destination: Box::new(dest),
-        events: Arc::new(events),
-        only,
-        source,
-        resume,
-        fingerprint,
-    });
+    let mut reader = None;
+    if let Some(events) = events {
+        rt.send(Command::Send {
+            job: job.clone(),
+            destination: Box::new(dest),
+            events: Arc::new(events),
+            only,
+            source,
+            resume,
+            fingerprint,
+        });
+    } else {
+        let (tx, items) = tokio::sync::mpsc::channel(STREAM_QUEUE);
+        let file = path.clone();
+        reader = Some(
+            std::thread::Builder::new()
+                .name("hookline-read".into())
+                .spawn(move || read_stream(&file, total, &tx))?,
+        );
+        rt.send(Command::SendStream {
+            job: job.clone(),
+            destination: Box::new(dest),
+            events: EventStream { total, items },
+            only,
+            source,
+            resume,
+            fingerprint,
+        });
+    }
 
     let started = Instant::now();
     let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
@@ -264,13 +423,27 @@ pub fn send(
                     OutcomeKind::Failed => failed += 1,
                     OutcomeKind::Cancelled => {}
                 }
-                let line = json!({"request": o.request, "events": o.events, "status": o.status, "attempts": o.attempts, "outcome": o.outcome, "error": o.error});
+                let line = RequestLine {
+                    request: Some(&o.request),
+                    events: &o.events,
+                    status: o.status,
+                    attempts: o.attempts,
+                    outcome: &o.outcome,
+                    error: o.error.as_deref(),
+                };
                 serde_json::to_writer(&mut out, &line)?;
                 out.write_all(b"\n")?;
             }
             Update::RenderError { index, error, .. } => {
                 failed += 1;
-                let line = json!({"request": null, "events": [index], "status": null, "attempts": 0, "outcome": "failed", "error": error});
+                let line = RequestLine {
+                    request: None,
+                    events: &[index],
+                    status: None,
+                    attempts: 0,
+                    outcome: &OutcomeKind::Failed,
+                    error: Some(&error),
+                };
                 serde_json::to_writer(&mut out, &line)?;
                 out.write_all(b"\n")?;
             }
@@ -292,6 +465,27 @@ pub fn send(
         }
     };
     drop(rt);
+    if let Some(reader) = reader {
+        match reader.join() {
+            Ok(Ok(None)) => {}
+            Ok(Ok(Some(read))) if read == total || job_failed => {}
+            Ok(Ok(Some(read))) => {
+                eprintln!(
+                    "hookline: {}: {read} of {total} events could be read the second time (the file changed while being sent); --resume {job} sends what is not recorded as delivered",
+                    path.display()
+                );
+                job_failed = true;
+            }
+            Ok(Err(e)) => {
+                eprintln!("hookline: {e}; --resume {job} sends what is not recorded as delivered");
+                job_failed = true;
+            }
+            Err(_) => {
+                eprintln!("hookline: internal error: the events reader stopped unexpectedly");
+                job_failed = true;
+            }
+        }
+    }
     let mut summary = json!({"job": job, "requests": requests, "delivered": delivered, "failed": failed, "skipped": skipped, "elapsed_ms": started.elapsed().as_millis() as u64});
     if let Some(h) = &history {
         // A write error the job already reported is not repeated.

@@ -68,6 +68,106 @@ impl From<Vec<Value>> for EventList {
     }
 }
 
+/// One item of an event stream, in file order. Every non-blank line of an NDJSON
+/// file is one position (`index`, 0-based), good or bad, so an index means the same
+/// event on every read of the same file (what a resume relies on).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamItem {
+    /// An event's canonical text (as [`canonical`] gives it).
+    Event { index: usize, text: Box<str> },
+    /// A line that is not an event; `message` says why and where (`line N: …`).
+    Bad { index: usize, message: String },
+}
+
+impl StreamItem {
+    pub fn index(&self) -> usize {
+        match self {
+            Self::Event { index, .. } | Self::Bad { index, .. } => *index,
+        }
+    }
+}
+
+/// Decodes NDJSON one line at a time into [`StreamItem`]s, holding nothing but two
+/// counters: the caller reads the lines (a file, a pipe) and keeps memory bounded.
+#[derive(Debug, Default)]
+pub struct NdjsonStream {
+    line: usize,
+    index: usize,
+}
+
+impl NdjsonStream {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Positions handed out so far (events and bad lines).
+    pub fn positions(&self) -> usize {
+        self.index
+    }
+
+    /// Whether a line (without its `\n`) holds an event position: not blank as an
+    /// NDJSON import sees it (whitespace only, Unicode whitespace included). A line
+    /// that is not UTF-8 is a position (a bad one).
+    pub fn is_position(line: &[u8]) -> bool {
+        if line
+            .iter()
+            .any(|&b| b.is_ascii() && !char::from(b).is_whitespace())
+        {
+            return true;
+        }
+        if line.is_ascii() {
+            return false;
+        }
+        std::str::from_utf8(line).map_or(true, |s| !s.trim().is_empty())
+    }
+
+    /// [`line`](Self::line) without decoding it: whether it is a position.
+    pub fn skip(&mut self, bytes: &[u8]) -> bool {
+        self.line += 1;
+        let bytes = if self.line == 1 {
+            bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes)
+        } else {
+            bytes
+        };
+        let position = Self::is_position(bytes);
+        self.index += usize::from(position);
+        position
+    }
+
+    /// The next line (without its `\n`); `None` for a blank line. A UTF-8 byte-order
+    /// mark at the very start is dropped.
+    pub fn line(&mut self, bytes: &[u8]) -> Option<StreamItem> {
+        self.line += 1;
+        let bytes = if self.line == 1 {
+            bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes)
+        } else {
+            bytes
+        };
+        if !Self::is_position(bytes) {
+            return None;
+        }
+        let index = self.index;
+        self.index += 1;
+        let number = self.line;
+        Some(match std::str::from_utf8(bytes) {
+            Ok(s) => match super::import::ndjson_line(s, number) {
+                Ok(text) => StreamItem::Event { index, text },
+                Err(e) => StreamItem::Bad {
+                    index,
+                    message: e.to_string(),
+                },
+            },
+            Err(e) => StreamItem::Bad {
+                index,
+                message: format!(
+                    "line {number}: not UTF-8 text (invalid byte at column {})",
+                    e.valid_up_to() + 1
+                ),
+            },
+        })
+    }
+}
+
 /// The canonical text of one JSON value: the input with every whitespace outside
 /// strings removed, and nothing else changed — numbers keep their digits
 /// (`123456789012345678901234567890` stays as written), strings their escapes. `json`
@@ -161,6 +261,50 @@ mod canonical_tests {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn an_ndjson_stream_numbers_every_non_blank_line_and_gives_canonical_text() {
+        let mut s = NdjsonStream::new();
+        let lines: [&[u8]; 7] = [
+            b"\xef\xbb\xbf{ \"a\": 1 }",
+            b"",
+            b"  \r",
+            b"nope",
+            b"{\"b\": [1, 2]}\r",
+            b"\xe3\x80\x80",
+            b"{\"c\": \"\xff\"}",
+        ];
+        let items: Vec<StreamItem> = lines.iter().filter_map(|l| s.line(l)).collect();
+        assert_eq!(s.positions(), 4);
+        assert_eq!(
+            items[0],
+            StreamItem::Event {
+                index: 0,
+                text: "{\"a\":1}".into()
+            }
+        );
+        match &items[1] {
+            StreamItem::Bad { index: 1, message } => {
+                assert!(message.starts_with("line 4: "), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            items[2],
+            StreamItem::Event {
+                index: 2,
+                text: "{\"b\":[1,2]}".into()
+            }
+        );
+        // Line 6 is an ideographic space only: blank, as the importer sees it.
+        assert_eq!(items.len(), 4);
+        match &items[3] {
+            StreamItem::Bad { index: 3, message } => {
+                assert_eq!(message, "line 7: not UTF-8 text (invalid byte at column 8)");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn text_and_values_give_the_same_events() {

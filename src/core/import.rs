@@ -337,6 +337,28 @@ fn import_str(s: &str, origin: &str, text: bool) -> Result<Imported, ImportFileE
     })
 }
 
+/// One NDJSON line (without its `\n`; a trailing `\r` is dropped) as an event's
+/// canonical text, or why it is not one, exactly as an NDJSON import says it.
+/// `number` is the line's 1-based position.
+pub fn ndjson_line(line: &str, number: usize) -> Result<Box<str>, ImportError> {
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    let mut sink = Sink {
+        text: true,
+        values: Vec::new(),
+        texts: Vec::new(),
+        errors: Vec::new(),
+    };
+    sink.push(line, Location::Line(number));
+    match (sink.texts.pop(), sink.errors.pop()) {
+        (Some(text), _) => Ok(text),
+        (None, Some(e)) => Err(e),
+        (None, None) => Err(ImportError {
+            location: Location::Line(number),
+            message: "not an event".into(),
+        }),
+    }
+}
+
 /// One event per non-blank line; a line's number is its 1-based position.
 fn ndjson(s: &str, sink: &mut Sink) {
     for (n, line) in s.split('\n').enumerate() {

@@ -71,6 +71,11 @@ pub trait JobLog: Send + Sync {
     /// An existing job runs again (`--resume`): it is `running` once more.
     fn job_resumed(&self, job: &str) -> Commit;
     fn attempt(&self, a: AttemptLog);
+    /// Whether [`attempt`](Self::attempt) records anything: when not, the job does
+    /// not build the (redacted) attempt records at all.
+    fn wants_attempts(&self) -> bool {
+        true
+    }
     /// The events of one request reached a final state.
     fn events_done(&self, job: &str, events: &[usize], outcome: &Outcome) -> Commit;
     /// Events that need no request (skipped by the trigger): final, never re-sent.
@@ -92,6 +97,9 @@ impl JobLog for NoLog {
         committed()
     }
     fn attempt(&self, _: AttemptLog) {}
+    fn wants_attempts(&self) -> bool {
+        false
+    }
     fn events_done(&self, _: &str, _: &[usize], _: &Outcome) -> Commit {
         committed()
     }

@@ -756,21 +756,27 @@ impl CompiledDestination {
     ) -> Option<Result<Prepared, RenderError>> {
         match events {
             EventList::Values(v) => v.get(index).map(|e| self.prepare(index, e, ctx)),
-            EventList::Text(t) => {
-                let text = t.get(index)?;
-                if let Some(p) = self.prepare_text(index, text) {
-                    return Some(Ok(Prepared::Ready(Box::new(p))));
-                }
-                Some(match serde_json::from_str::<Value>(text) {
-                    Ok(v) => {
-                        let v = Arc::new(v);
-                        self.prepare_inner(index, &v, Some(&v), ctx, Some(text))
-                    }
-                    Err(e) => {
-                        Err(self.fail_as(RenderErrorKind::Event, format!("event {index}: {e}")))
-                    }
-                })
+            EventList::Text(t) => Some(self.prepare_event_text(index, t.get(index)?, ctx)),
+        }
+    }
+
+    /// [`prepare_event`](Self::prepare_event) for one event held as canonical JSON
+    /// text (an event list's, or one read from a stream) at position `index`.
+    pub fn prepare_event_text(
+        &self,
+        index: usize,
+        text: &str,
+        ctx: &RenderCtx,
+    ) -> Result<Prepared, RenderError> {
+        if let Some(p) = self.prepare_text(index, text) {
+            return Ok(Prepared::Ready(Box::new(p)));
+        }
+        match serde_json::from_str::<Value>(text) {
+            Ok(v) => {
+                let v = Arc::new(v);
+                self.prepare_inner(index, &v, Some(&v), ctx, Some(text))
             }
+            Err(e) => Err(self.fail(format!("event {index}: {e}"))),
         }
     }
 
@@ -1187,23 +1193,51 @@ impl CompiledDestination {
     /// `None` means "use [`prepare`](Self::prepare)".
     pub fn prepare_text(&self, index: usize, text: &str) -> Option<PreparedEvent> {
         let t = self.passthrough.as_ref()?;
-        if self.dest.dynamic_overrides
-            && (text.contains("\"header\"")
-                || text.contains("\"appendPath\"")
-                || text.contains("\"fullPath\""))
-        {
+        if !self.passes_through(text) {
             return None;
         }
-        Some(PreparedEvent {
+        Some(Self::passthrough_event(t, index, text.as_bytes().to_vec()))
+    }
+
+    /// [`prepare_event_text`](Self::prepare_event_text) of an event the caller owns
+    /// (one read from a stream): on the fast path its text becomes the body, not copied.
+    pub fn prepare_event_owned(
+        &self,
+        index: usize,
+        text: Box<str>,
+        ctx: &RenderCtx,
+    ) -> Result<Prepared, RenderError> {
+        if let Some(t) = &self.passthrough
+            && self.passes_through(&text)
+        {
+            let body = text.into_boxed_bytes().into_vec();
+            return Ok(Prepared::Ready(Box::new(Self::passthrough_event(
+                t, index, body,
+            ))));
+        }
+        self.prepare_event_text(index, &text, ctx)
+    }
+
+    /// Whether an event's text is its body as is (see [`prepare_text`](Self::prepare_text)).
+    fn passes_through(&self, text: &str) -> bool {
+        self.passthrough.is_some()
+            && !(self.dest.dynamic_overrides
+                && (text.contains("\"header\"")
+                    || text.contains("\"appendPath\"")
+                    || text.contains("\"fullPath\"")))
+    }
+
+    fn passthrough_event(t: &PreparedEvent, index: usize, body: Vec<u8>) -> PreparedEvent {
+        PreparedEvent {
             index,
             route: t.route.clone(),
-            body: PreparedBody::Json(text.as_bytes().to_vec()),
+            body: PreparedBody::Json(body),
             message_id: None,
             primary_key: Value::Null,
             jwt_claims: t.jwt_claims.clone(),
             secret_values: Vec::new(),
             alts: None,
-        })
+        }
     }
 
     /// Turn a group of prepared events into a request: envelope, idempotency key, then

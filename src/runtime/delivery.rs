@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 
 use super::stats::{Histogram, JobStats};
 use crate::core::batch::{Batch, Batcher};
-use crate::core::events::EventList;
+use crate::core::events::{EventList, StreamItem};
 pub use crate::core::job::{
     AttemptLog, Commit, JobFingerprint, JobLog, NewJob, NoLog, Outcome, OutcomeKind, committed,
     destination_digest,
@@ -61,11 +61,138 @@ pub struct JobEnv {
     pub tokens: Option<Arc<dyn TokenProvider>>,
 }
 
+/// Events read while they are sent (a large NDJSON file): how many positions the
+/// source has (known before the job starts: the history records it and a resume
+/// checks it), and the items in index order through a bounded channel, so memory
+/// holds only what is in flight. Items come in chunks (one channel message per few
+/// hundred events, not per event). A source that ends early leaves the rest pending
+/// (its reader reports why); items past `total` are ignored.
+pub struct EventStream {
+    pub total: usize,
+    pub items: tokio::sync::mpsc::Receiver<Vec<StreamItem>>,
+}
+
+/// Where a job's events come from: a list held in memory (the app, small files), or
+/// a stream (`hookline send` of a large NDJSON file).
+pub enum EventSource {
+    List(Arc<EventList>),
+    Stream(EventStream),
+}
+
+impl EventSource {
+    /// Event positions (indices `0..len`).
+    pub fn len(&self) -> usize {
+        match self {
+            Self::List(l) => l.len(),
+            Self::Stream(s) => s.total,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl From<Arc<EventList>> for EventSource {
+    fn from(l: Arc<EventList>) -> Self {
+        Self::List(l)
+    }
+}
+
+/// A job's events in the order they are sent, each prepared for its request.
+enum Feed {
+    List {
+        events: Arc<EventList>,
+        indices: std::vec::IntoIter<usize>,
+    },
+    Stream {
+        items: tokio::sync::mpsc::Receiver<Vec<StreamItem>>,
+        chunk: std::vec::IntoIter<StreamItem>,
+        total: usize,
+        /// Only these indices (ascending), when not all.
+        only: Option<std::iter::Peekable<std::vec::IntoIter<usize>>>,
+    },
+}
+
+impl Feed {
+    fn new(events: EventSource, only: Option<Vec<usize>>) -> Self {
+        match events {
+            EventSource::List(events) => {
+                let indices = only.unwrap_or_else(|| (0..events.len()).collect());
+                Self::List {
+                    events,
+                    indices: indices.into_iter(),
+                }
+            }
+            EventSource::Stream(s) => Self::Stream {
+                items: s.items,
+                chunk: Vec::new().into_iter(),
+                total: s.total,
+                only: only.map(|mut o| {
+                    o.sort_unstable();
+                    o.dedup();
+                    o.into_iter().peekable()
+                }),
+            },
+        }
+    }
+
+    /// The next event's index and its preparation (`None`: no such event in a list);
+    /// `None` at the end.
+    async fn next(
+        &mut self,
+        compiled: &CompiledDestination,
+        ctx: &RenderCtx,
+    ) -> Option<(usize, Option<Result<Prepared, String>>)> {
+        match self {
+            Self::List { events, indices } => {
+                let i = indices.next()?;
+                // The same entry point the preview uses: the bytes sent are the bytes shown.
+                let p = compiled
+                    .prepare_event(events, i, ctx)
+                    .map(|r| r.map_err(|e| e.to_string()));
+                Some((i, p))
+            }
+            Self::Stream {
+                items,
+                chunk,
+                total,
+                only,
+            } => loop {
+                if only.as_mut().is_some_and(|o| o.peek().is_none()) {
+                    return None;
+                }
+                let Some(item) = chunk.next() else {
+                    *chunk = items.recv().await?.into_iter();
+                    continue;
+                };
+                let i = item.index();
+                if i >= *total {
+                    return None;
+                }
+                if let Some(o) = only.as_mut() {
+                    while o.next_if(|&w| w < i).is_some() {}
+                    if o.next_if_eq(&i).is_none() {
+                        continue;
+                    }
+                }
+                let p = match item {
+                    StreamItem::Event { index, text } => compiled
+                        .prepare_event_owned(index, text, ctx)
+                        .map_err(|e| e.to_string()),
+                    StreamItem::Bad { message, .. } => Err(message),
+                };
+                return Some((i, Some(p)));
+            },
+        }
+    }
+}
+
 /// A job: which destination, which events.
 pub struct JobSpec {
     pub job: String,
     pub destination: Destination,
-    pub events: Arc<EventList>,
+    pub events: EventSource,
     /// Only these indices (a selection, or what is left on resume); `None` = all.
     pub only: Option<Vec<usize>>,
     /// Where the events came from (file or event set), for history.
@@ -212,6 +339,72 @@ struct Ctx {
     control_tx: watch::Sender<Control>,
     /// Why the job stopped by itself (a history write failed), if it did.
     halted: Mutex<Option<String>>,
+    /// The last URL and headers sent, parsed: requests of one route repeat them, so
+    /// most attempts clone these instead of parsing again.
+    wire: Mutex<WireCache>,
+}
+
+#[derive(Default)]
+struct WireCache {
+    url: Option<(String, reqwest::Url)>,
+    /// Each header as text and parsed, in request order.
+    headers: Vec<(
+        String,
+        String,
+        reqwest::header::HeaderName,
+        reqwest::header::HeaderValue,
+    )>,
+}
+
+impl Ctx {
+    /// `url` parsed (a clone of the last parse when it is the same); `None` when it
+    /// does not parse (reqwest then reports it).
+    fn parsed_url(&self, url: &str) -> Option<reqwest::Url> {
+        if let Some((text, parsed)) = &lock(&self.wire).url
+            && text == url
+        {
+            return Some(parsed.clone());
+        }
+        let parsed = reqwest::Url::parse(url).ok()?;
+        lock(&self.wire).url = Some((url.to_owned(), parsed.clone()));
+        Some(parsed)
+    }
+
+    /// `headers` as a header map, each name and value parsed only when it differs
+    /// from the last request's at the same place (per-request ones, such as an
+    /// idempotency key or a signature, are parsed; the route's static ones are not).
+    /// `None` when one is not a valid header (reqwest then reports it).
+    fn header_map(&self, headers: &[(String, String)]) -> Option<reqwest::header::HeaderMap> {
+        use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+        let mut map = HeaderMap::with_capacity(headers.len());
+        let mut wire = lock(&self.wire);
+        wire.headers.truncate(headers.len());
+        for (i, (n, v)) in headers.iter().enumerate() {
+            match wire.headers.get_mut(i) {
+                Some((cn, cv, name, value)) if cn == n => {
+                    if cv != v {
+                        *value = HeaderValue::from_str(v).ok()?;
+                        v.clone_into(cv);
+                    }
+                    map.append(name.clone(), value.clone());
+                }
+                slot => {
+                    let parsed = (
+                        n.clone(),
+                        v.clone(),
+                        HeaderName::from_bytes(n.as_bytes()).ok()?,
+                        HeaderValue::from_str(v).ok()?,
+                    );
+                    map.append(parsed.2.clone(), parsed.3.clone());
+                    match slot {
+                        Some(s) => *s = parsed,
+                        None => wire.headers.push(parsed),
+                    }
+                }
+            }
+        }
+        Some(map)
+    }
 }
 
 impl Ctx {
@@ -335,10 +528,8 @@ pub async fn run_job(
             .join("\n")
     })?;
     let policy = spec.destination.delivery.clone();
-    let indices: Vec<usize> = spec
-        .only
-        .clone()
-        .unwrap_or_else(|| (0..spec.events.len()).collect());
+    let total_events = spec.events.len();
+    let to_send = spec.only.as_ref().map_or(total_events, Vec::len);
     // Nothing is sent before the job is on record: a history that cannot be written
     // fails the job here.
     let recorded = if spec.create {
@@ -351,7 +542,7 @@ pub async fn run_job(
             destination: spec.destination.name.clone(),
             destination_id: spec.destination.id.clone(),
             source: spec.source.clone(),
-            total_events: spec.events.len(),
+            total_events,
             fingerprint,
         })
     } else {
@@ -362,7 +553,7 @@ pub async fn run_job(
         .map_err(|e| format!("job {}: nothing sent: {e}", spec.job))?;
     let tally = Arc::new(Mutex::new(Tally {
         stats: JobStats {
-            events: indices.len() as u64,
+            events: to_send as u64,
             ..JobStats::default()
         },
         hist: Histogram::default(),
@@ -379,6 +570,7 @@ pub async fn run_job(
         control: own_control.clone(),
         control_tx,
         halted: Mutex::new(None),
+        wire: Mutex::default(),
     });
     // The caller's Pause/Resume/Cancel, unless the job has halted by itself.
     let forward = {
@@ -442,13 +634,16 @@ pub async fn run_job(
         request_no: &mut request_no,
     };
 
-    for i in indices {
+    let mut feed = Feed::new(spec.events, spec.only);
+    loop {
         if !gate(&mut control_rx).await {
             cancelled = true;
             break;
         }
-        // The same entry point the preview uses: the bytes sent are the bytes shown.
-        let Some(prepared) = ctx.compiled.prepare_event(&spec.events, i, &render_ctx) else {
+        let Some((i, prepared)) = feed.next(&ctx.compiled, &render_ctx).await else {
+            break;
+        };
+        let Some(prepared) = prepared else {
             continue;
         };
         match prepared {
@@ -478,9 +673,10 @@ pub async fn run_job(
                     ),
                 ),
             },
-            Err(e) => track(&mut acks, &ctx, fail_unsent(&ctx, &[i], &e.to_string())),
+            Err(e) => track(&mut acks, &ctx, fail_unsent(&ctx, &[i], &e)),
         }
     }
+    drop(feed);
     if !skipped.is_empty() {
         track(&mut acks, &ctx, env.log.events_skipped(&spec.job, &skipped));
     }
@@ -804,28 +1000,50 @@ async fn attempt_once(ctx: &Ctx, request_no: u64, attempt: u32, req: &mut Render
             }
         }
     }
-    let method = reqwest::Method::from_bytes(req.method.as_str().as_bytes())
-        .unwrap_or(reqwest::Method::POST);
-    let mut rb = ctx
-        .env
-        .client
-        .request(method, &req.url)
-        .timeout(Duration::from_millis(policy.timeout_ms.max(1)));
-    for (n, v) in &req.headers {
-        rb = rb.header(n.as_str(), v.as_str());
+    let method = match req.method {
+        crate::core::model::Method::Get => reqwest::Method::GET,
+        crate::core::model::Method::Post => reqwest::Method::POST,
+        crate::core::model::Method::Put => reqwest::Method::PUT,
+        crate::core::model::Method::Patch => reqwest::Method::PATCH,
+        crate::core::model::Method::Delete => reqwest::Method::DELETE,
+    };
+    let mut rb = match ctx.parsed_url(&req.url) {
+        Some(url) => ctx.env.client.request(method, url),
+        None => ctx.env.client.request(method, &req.url),
+    }
+    .timeout(Duration::from_millis(policy.timeout_ms.max(1)));
+    if let Some(map) = ctx.header_map(&req.headers) {
+        rb = rb.headers(map);
+    } else {
+        for (n, v) in &req.headers {
+            rb = rb.header(n.as_str(), v.as_str());
+        }
     }
     if let Some(b) = &req.body {
         rb = rb.body(b.clone());
     }
+    let logging = ctx.env.log.wants_attempts();
     let started = Instant::now();
     let sent = rb.send().await;
     let mut log = AttemptLog {
-        job: ctx.job.clone(),
+        job: if logging {
+            ctx.job.clone()
+        } else {
+            String::new()
+        },
         request_no,
         attempt,
         method: req.method.as_str().to_owned(),
-        url: req.redacted_url(),
-        request_headers: req.redacted_headers(),
+        url: if logging {
+            req.redacted_url()
+        } else {
+            String::new()
+        },
+        request_headers: if logging {
+            req.redacted_headers()
+        } else {
+            Vec::new()
+        },
         status: None,
         response_headers: Vec::new(),
         response_body: Vec::new(),
@@ -837,17 +1055,19 @@ async fn attempt_once(ctx: &Ctx, request_no: u64, attempt: u32, req: &mut Render
             let status = resp.status().as_u16();
             log.status = Some(status);
             // A server may echo what it was sent: keep no secret of ours from it.
-            log.response_headers = resp
-                .headers()
-                .iter()
-                .map(|(n, v)| {
-                    (
-                        n.as_str().to_owned(),
-                        req.scrub(&String::from_utf8_lossy(v.as_bytes()))
-                            .into_owned(),
-                    )
-                })
-                .collect();
+            if logging {
+                log.response_headers = resp
+                    .headers()
+                    .iter()
+                    .map(|(n, v)| {
+                        (
+                            n.as_str().to_owned(),
+                            req.scrub(&String::from_utf8_lossy(v.as_bytes()))
+                                .into_owned(),
+                        )
+                    })
+                    .collect();
+            }
             let retry_after_hdr = resp
                 .headers()
                 .get(reqwest::header::RETRY_AFTER)
@@ -867,12 +1087,19 @@ async fn attempt_once(ctx: &Ctx, request_no: u64, attempt: u32, req: &mut Render
                 }
             }
             let latency = started.elapsed();
-            let text = req.scrub(&snippet(&body)).into_owned();
-            log.response_body = match req.scrub(&String::from_utf8_lossy(&body)) {
-                std::borrow::Cow::Borrowed(_) => body,
-                std::borrow::Cow::Owned(clean) => clean.into_bytes(),
+            let success = (200..300).contains(&status);
+            let text = if success || body.is_empty() {
+                String::new()
+            } else {
+                req.scrub(&snippet(&body)).into_owned()
             };
-            if (200..300).contains(&status) {
+            if logging {
+                log.response_body = match req.scrub(&String::from_utf8_lossy(&body)) {
+                    std::borrow::Cow::Borrowed(_) => body,
+                    std::borrow::Cow::Owned(clean) => clean.into_bytes(),
+                };
+            }
+            if success {
                 Try::Done { status, latency }
             } else if status == 401 && is_oauth(dest) {
                 Try::Unauthorized {
@@ -951,8 +1178,10 @@ async fn attempt_once(ctx: &Ctx, request_no: u64, attempt: u32, req: &mut Render
         }
         log.error = Some(reason.clone());
     }
-    log.latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-    ctx.env.log.attempt(log);
+    if logging {
+        log.latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        ctx.env.log.attempt(log);
+    }
     result
 }
 

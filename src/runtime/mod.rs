@@ -21,7 +21,8 @@ use crate::core::model::{Destination, EventSet};
 use crate::core::secret::Secrets;
 use crate::store::history::{History, HistoryWriter};
 use delivery::{
-    Control, JobEnv, JobFingerprint, JobLog, JobReport, JobSpec, NoLog, Outcome, TokenProvider,
+    Control, EventSource, EventStream, JobEnv, JobFingerprint, JobLog, JobReport, JobSpec, NoLog,
+    Outcome, TokenProvider,
 };
 use stats::JobStats;
 
@@ -55,6 +56,17 @@ pub enum Command {
         job: String,
         destination: Box<Destination>,
         events: Arc<EventList>,
+        fingerprint: JobFingerprint,
+    },
+    /// [`Command::Send`] of events read while they are sent (`hookline send` of a
+    /// large NDJSON file): memory holds only what is in flight.
+    SendStream {
+        job: String,
+        destination: Box<Destination>,
+        events: EventStream,
+        only: Option<Vec<usize>>,
+        source: String,
+        resume: bool,
         fingerprint: JobFingerprint,
     },
     /// Replay a whole event set through a destination.
@@ -348,6 +360,29 @@ async fn run(
                 }
             }
         }
+        // A stream is sent like a list: it is set aside, and the `Send` below takes it.
+        let mut stream = None;
+        if let Command::SendStream {
+            job,
+            destination,
+            events,
+            only,
+            source,
+            resume,
+            fingerprint,
+        } = cmd
+        {
+            stream = Some(events);
+            cmd = Command::Send {
+                job,
+                destination,
+                events: Arc::default(),
+                only,
+                source,
+                resume,
+                fingerprint,
+            };
+        }
         match cmd {
             Command::Send {
                 job,
@@ -358,6 +393,7 @@ async fn run(
                 resume,
                 fingerprint,
             } => {
+                let events = stream.map_or(EventSource::List(events), EventSource::Stream);
                 let (ctl, ctl_rx) = watch::channel(Control::Run);
                 jobs.insert(job.clone(), ctl);
                 let env = if destination.accept_invalid_certs {
@@ -532,6 +568,7 @@ async fn run(
                 updates.send(Update::CaptureStopped { error: None });
             }
             Command::ReplaySet { .. }
+            | Command::SendStream { .. }
             | Command::ResendFailed { .. }
             | Command::ResumeJob { .. } => unreachable!("turned into Send above"),
             Command::Shutdown => break,

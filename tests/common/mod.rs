@@ -57,6 +57,8 @@ pub struct JobRun {
     pub render_errors: Vec<(usize, String)>,
     pub stats: Option<JobStats>,
     pub error: Option<String>,
+    /// Outcomes the feed left out (the consumer was too slow); 0 in a drained run.
+    pub dropped: u64,
 }
 
 pub fn start_runtime(secrets: Secrets) -> (Runtime, std::sync::mpsc::Receiver<Update>) {
@@ -89,7 +91,8 @@ pub fn collect(updates: &std::sync::mpsc::Receiver<Update>, limit: Duration) -> 
             run.outcomes.len()
         );
         match updates.recv_timeout(left) {
-            Ok(Update::Outcome { outcome, .. }) => run.outcomes.push(outcome),
+            Ok(Update::Outcomes { outcomes, .. }) => run.outcomes.extend(outcomes),
+            Ok(Update::Dropped { outcomes, .. }) => run.dropped = outcomes,
             Ok(Update::Retrying {
                 request_no,
                 attempt,

@@ -334,7 +334,9 @@ fn an_undrained_feed_stays_bounded_and_counts_what_it_left_out() {
     );
     let stats = seen.stats.as_ref().expect("finished");
     assert_eq!(stats.delivered, N as u64, "the job's stats stay complete");
-    assert!(queued <= CAPACITY, "{queued} updates queued");
+    // The channel's capacity, plus the few updates that are never dropped (the job's
+    // end and its drop count) moved in as the drain made room.
+    assert!(queued <= CAPACITY + 8, "{queued} updates queued");
     assert!(seen.updates <= CAPACITY + 8, "{} updates in all", seen.updates);
     assert!(seen.dropped > 0, "a {CAPACITY}-update feed must have dropped");
     assert_eq!(

@@ -327,5 +327,8 @@ fn set_secret_through_the_runtime_writes_the_keyring_and_the_cache() {
     let e = stored("locked").expect_err("the write fails");
     assert!(e.contains("collection is locked"), "{e}");
     assert!(!e.contains("kr-never-shown-8812"), "{e}");
-    assert!(secrets.cached("locked").is_none(), "nothing cached for a failed write");
+    assert!(
+        secrets.cached("locked").is_none(),
+        "nothing cached for a failed write"
+    );
 }

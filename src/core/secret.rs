@@ -347,8 +347,7 @@ mod tests {
         fn gets(&self, name: &str) -> usize {
             self.gets
                 .lock()
-                .map(|g| g.get(name).copied().unwrap_or(0))
-                .unwrap_or(usize::MAX)
+                .map_or(usize::MAX, |g| g.get(name).copied().unwrap_or(0))
         }
     }
 
@@ -376,7 +375,10 @@ mod tests {
         let s = Secrets::new(src.clone());
         for _ in 0..1_000 {
             let e = s.get("absent").expect_err("missing");
-            assert!(e.to_string().starts_with("secret `absent` is not set"), "{e}");
+            assert!(
+                e.to_string().starts_with("secret `absent` is not set"),
+                "{e}"
+            );
         }
         assert_eq!(src.gets("absent"), 1);
         assert!(matches!(s.cached("absent"), Some(Ok(None))));
@@ -402,12 +404,18 @@ mod tests {
         let s = Secrets::new(src.clone());
         assert!(s.get("k").is_err());
         src.inner.set("k", &Secret::new("later")).expect("set");
-        assert!(s.get("k").is_err(), "the cached miss stands until a refresh");
+        assert!(
+            s.get("k").is_err(),
+            "the cached miss stands until a refresh"
+        );
         let got = s.preload(&["k", "other"]);
         assert_eq!(got.len(), 2);
         assert!(matches!(&got[0].1, Ok(Some(v)) if v.expose() == "later"));
         assert!(matches!(&got[1].1, Ok(None)));
-        assert_eq!(s.get("k").map(|v| v.expose().to_owned()), Ok("later".into()));
+        assert_eq!(
+            s.get("k").map(|v| v.expose().to_owned()),
+            Ok("later".into())
+        );
         assert_eq!(src.gets("k"), 2);
         s.invalidate();
         assert!(s.cached("k").is_none());

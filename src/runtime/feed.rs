@@ -246,7 +246,10 @@ impl UpdateTx {
             };
             if !self.push(st, u, Kind::Droppable) {
                 buf.dropped.outcomes += n;
-                self.0.counters.dropped_outcomes.fetch_add(n, Ordering::Relaxed);
+                self.0
+                    .counters
+                    .dropped_outcomes
+                    .fetch_add(n, Ordering::Relaxed);
             }
         }
         for u in std::mem::take(&mut buf.others) {
@@ -257,7 +260,10 @@ impl UpdateTx {
                 } else {
                     buf.dropped.render_errors += 1;
                 }
-                self.0.counters.dropped_other.fetch_add(1, Ordering::Relaxed);
+                self.0
+                    .counters
+                    .dropped_other
+                    .fetch_add(1, Ordering::Relaxed);
             }
         }
         if let Some(p) = buf.progress.take()
@@ -337,8 +343,8 @@ impl UpdateTx {
     /// Do what is due at `now`; the next time there is something to do, if any.
     fn tick(&self, now: Instant) -> Option<Instant> {
         let mut st = self.lock();
-        let busy = st.jobs.values().any(JobBuf::has_work)
-            || st.captures_dropped != st.captures_reported;
+        let busy =
+            st.jobs.values().any(JobBuf::has_work) || st.captures_dropped != st.captures_reported;
         if busy && now >= st.last_flush + FLUSH_INTERVAL {
             self.flush_all(&mut st);
         }
@@ -351,8 +357,7 @@ impl UpdateTx {
         }
         let mut next: Option<Instant> = None;
         let mut at = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
-        if st.jobs.values().any(JobBuf::has_work) || st.captures_dropped != st.captures_reported
-        {
+        if st.jobs.values().any(JobBuf::has_work) || st.captures_dropped != st.captures_reported {
             at(st.last_flush + FLUSH_INTERVAL);
         }
         if !st.pending.is_empty() {

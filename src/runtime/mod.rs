@@ -551,13 +551,11 @@ fn set_control(
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, SecretError> + Send + 'static,
 ) -> Result<T, SecretError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or_else(|e| {
-            Err(SecretError::NoKeyring(format!(
-                "the secret store call did not complete: {e}"
-            )))
-        })
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(SecretError::NoKeyring(format!(
+            "the secret store call did not complete: {e}"
+        )))
+    })
 }
 
 /// A secret error as a message that names the secret (a store error may not).

@@ -157,8 +157,7 @@ impl hookline::core::secret::SecretSource for CountingSecrets {
     fn get(
         &self,
         name: &str,
-    ) -> Result<Option<hookline::core::secret::Secret>, hookline::core::secret::SecretError>
-    {
+    ) -> Result<Option<hookline::core::secret::Secret>, hookline::core::secret::SecretError> {
         if let Ok(mut g) = self.gets.lock() {
             *g.entry(name.to_owned()).or_default() += 1;
         }

@@ -37,6 +37,9 @@ impl fmt::Display for Secret {
 pub enum SecretError {
     #[error("secret `{name}` is not set (store it in the keyring, or set {env})")]
     NotSet { name: String, env: String },
+    /// A cache-only resolver (see [`Secrets::cache_only`]) has not been given this name yet.
+    #[error("secret `{name}` is not loaded yet (the runtime is reading it)")]
+    NotLoaded { name: String },
     #[error("no keyring available: {0}")]
     NoKeyring(String),
     #[error("keyring error for secret \"{name}\": {message}")]
@@ -206,6 +209,8 @@ type Entry = Result<Option<Secret>, SecretError>;
 pub struct Secrets {
     source: Arc<dyn SecretSource>,
     cache: Arc<Mutex<HashMap<String, Entry>>>,
+    /// `false`: a name not in the cache is [`SecretError::NotLoaded`], never a source call.
+    fetch_on_miss: bool,
 }
 
 impl fmt::Debug for Secrets {
@@ -226,6 +231,18 @@ impl Secrets {
         Self {
             source,
             cache: Arc::default(),
+            fetch_on_miss: true,
+        }
+    }
+
+    /// The same secrets and cache, but `get` never calls the source: a name nobody has
+    /// loaded yet is [`SecretError::NotLoaded`]. This is what a UI thread renders with;
+    /// it asks the runtime to `LoadSecrets` the names, and the shared cache fills.
+    #[must_use]
+    pub fn cache_only(&self) -> Self {
+        Self {
+            fetch_on_miss: false,
+            ..self.clone()
         }
     }
 
@@ -248,7 +265,10 @@ impl Secrets {
     pub fn get(&self, name: &str) -> Result<Secret, SecretError> {
         let entry = match self.cached(name) {
             Some(e) => e,
-            None => self.fetch(name),
+            None if self.fetch_on_miss => self.fetch(name),
+            None => Err(SecretError::NotLoaded {
+                name: name.to_owned(),
+            }),
         };
         entry.and_then(|v| v.ok_or_else(|| not_set(name)))
     }
@@ -269,6 +289,16 @@ impl Secrets {
     pub fn preload<S: AsRef<str>>(&self, names: &[S]) -> Vec<(String, Entry)> {
         names
             .iter()
+            .map(|n| (n.as_ref().to_owned(), self.fetch(n.as_ref())))
+            .collect()
+    }
+
+    /// Fetch (and cache) only the names the cache does not hold yet; what was fetched.
+    /// Blocking: the runtime calls it before a job renders, on its blocking pool.
+    pub fn load_missing<S: AsRef<str>>(&self, names: &[S]) -> Vec<(String, Entry)> {
+        names
+            .iter()
+            .filter(|n| self.cached(n.as_ref()).is_none())
             .map(|n| (n.as_ref().to_owned(), self.fetch(n.as_ref())))
             .collect()
     }
@@ -419,6 +449,21 @@ mod tests {
         assert_eq!(src.gets("k"), 2);
         s.invalidate();
         assert!(s.cached("k").is_none());
+    }
+
+    #[test]
+    fn a_cache_only_view_never_calls_the_source_and_sees_what_the_runtime_loads() {
+        let src = Arc::new(Counting::default());
+        src.inner.set("k", &Secret::new("v")).expect("set");
+        let runtime_side = Secrets::new(src.clone());
+        let ui = runtime_side.cache_only();
+        let e = ui.get("k").expect_err("not loaded");
+        assert_eq!(e.to_string(), "secret `k` is not loaded yet (the runtime is reading it)");
+        assert_eq!(src.gets("k"), 0);
+        assert_eq!(runtime_side.load_missing(&["k"]).len(), 1);
+        assert!(runtime_side.load_missing(&["k"]).is_empty(), "already cached");
+        assert_eq!(ui.get("k").map(|v| v.expose().to_owned()), Ok("v".into()));
+        assert_eq!(src.gets("k"), 1);
     }
 
     #[test]

@@ -365,7 +365,13 @@ async fn serve(
                 };
                 let report: Arc<dyn JobReport> = Arc::new(updates.clone());
                 let updates = updates.clone();
+                let secret_names = secret_names(&spec.destination);
                 tasks.spawn(async move {
+                    // Read the destination's secrets on the blocking pool first: the job
+                    // renders on the async workers, which must never wait on a keyring.
+                    // Misses and errors are cached too, and reported per event.
+                    let secrets = env.secrets.clone();
+                    let _ = blocking(move || Ok(secrets.load_missing(&secret_names))).await;
                     // The job runs in its own task so that, should it panic, it still
                     // ends: `failed` in the history and a `JobFinished` with the error,
                     // instead of a job stuck `running` and a caller waiting forever.
@@ -562,6 +568,74 @@ async fn blocking<T: Send + 'static>(
 fn secret_message(name: &str, e: &SecretError) -> String {
     match e {
         SecretError::NoKeyring(_) => format!("secret `{name}`: {e}"),
-        SecretError::NotSet { .. } | SecretError::Store { .. } => e.to_string(),
+        SecretError::NotSet { .. } | SecretError::NotLoaded { .. } | SecretError::Store { .. } => {
+            e.to_string()
+        }
+    }
+}
+
+/// The secrets a destination names: auth and signing fields (`…_secret`, `secret`), and
+/// every literal `secret('name')` / `secret("name")` in its templates. OAuth2 refresh
+/// tokens are left out (the token code reads them itself, off the workers). A name built
+/// at render time is not found here; it is read on first use.
+pub fn secret_names(dest: &Destination) -> Vec<String> {
+    fn walk(v: &serde_json::Value, key: Option<&str>, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::String(s) => {
+                if let Some(k) = key
+                    && (k == "secret" || k.ends_with("_secret"))
+                    && k != "refresh_token_secret"
+                    && !s.is_empty()
+                {
+                    out.push(s.clone());
+                }
+                template_secret_names(s, out);
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, None, out)),
+            serde_json::Value::Object(m) => m.iter().for_each(|(k, x)| walk(x, Some(k), out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    if let Ok(v) = serde_json::to_value(dest) {
+        walk(&v, None, &mut out);
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Literal names in `secret('…')` / `secret("…")` calls of a template.
+fn template_secret_names(s: &str, out: &mut Vec<String>) {
+    let mut rest = s;
+    while let Some(i) = rest.find("secret(") {
+        rest = &rest[i + "secret(".len()..];
+        let arg = rest.trim_start();
+        let Some(q) = arg.chars().next().filter(|c| *c == '\'' || *c == '"') else {
+            continue;
+        };
+        if let Some(end) = arg[1..].find(q) {
+            let name = &arg[1..=end];
+            if !name.is_empty() {
+                out.push(name.to_owned());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_names_finds_auth_signing_and_template_secrets() {
+        let mut d = Destination::new("d", "https://example.com/{{ secret('path-s') }}");
+        d.headers
+            .insert("X-Key".into(), "{{ secret( \"hdr-s\" ) }}".into());
+        d.signing = crate::core::model::Signing::StandardWebhooks {
+            secret: "sign-s".into(),
+        };
+        let names = secret_names(&d);
+        assert_eq!(names, ["hdr-s", "path-s", "sign-s"], "{names:?}");
     }
 }

@@ -505,3 +505,87 @@ fn progress_is_coalesced_per_job_the_latest_wins_and_a_wake_follows_the_last_upd
     );
     rt.shutdown_background();
 }
+
+/// A keyring that takes its time on every read (a D-Bus round trip gone slow).
+struct SlowStore {
+    inner: MemorySecrets,
+    delay: Duration,
+    /// Set when a read starts.
+    reading: std::sync::atomic::AtomicBool,
+}
+
+impl SecretSource for SlowStore {
+    fn get(&self, name: &str) -> Result<Option<Secret>, hookline::core::secret::SecretError> {
+        self.reading.store(true, Ordering::SeqCst);
+        std::thread::sleep(self.delay);
+        self.inner.get(name)
+    }
+    fn set(&self, name: &str, value: &Secret) -> Result<(), hookline::core::secret::SecretError> {
+        self.inner.set(name, value)
+    }
+    fn delete(&self, name: &str) -> Result<(), hookline::core::secret::SecretError> {
+        self.inner.delete(name)
+    }
+    fn describe(&self) -> String {
+        "slow".into()
+    }
+}
+
+#[test]
+fn a_slow_keyring_never_stalls_the_runtime_workers() {
+    let (_sink_rt, sink) = sink();
+    let slow = Arc::new(SlowStore {
+        inner: MemorySecrets::with(&[("slow", "v")]),
+        delay: Duration::from_millis(1_500),
+        reading: std::sync::atomic::AtomicBool::new(false),
+    });
+    let src = CountingSecrets::new(slow.clone());
+    let mut config = RuntimeConfig::new(Secrets::new(src.clone()));
+    config.worker_threads = 1;
+    let (rt, updates) = Runtime::start(config, || {}).expect("runtime");
+    let mut dest = header_secret_destination("slow");
+    dest.url = format!("http://{}/in", sink.addr());
+    let events: Vec<_> = (0..3).map(|i| json!({"type": "track", "i": i})).collect();
+    assert!(rt.send(Command::Send {
+        job: "j".into(),
+        destination: Box::new(dest),
+        events: Arc::new(events.into()),
+        only: None,
+        source: "test".into(),
+        resume: false,
+        fingerprint: JobFingerprint::default(),
+    }));
+    // While the job's secret is being read, the (single) worker still answers.
+    let deadline = Instant::now() + LIMIT;
+    while !slow.reading.load(Ordering::SeqCst) {
+        assert!(Instant::now() < deadline, "the job never read its secret");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let asked = Instant::now();
+    assert!(rt.send(Command::SetSecret {
+        name: "other".into(),
+        value: Secret::new("o"),
+    }));
+    // Both answers, in whichever order they come.
+    let (mut took, mut stats) = (None, None);
+    let deadline = Instant::now() + Duration::from_mins(1);
+    while took.is_none() || stats.is_none() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match updates
+            .recv_timeout(left)
+            .expect("SecretStored and JobFinished")
+        {
+            Update::SecretStored { name, .. } if name == "other" => took = Some(asked.elapsed()),
+            Update::JobFinished { result, .. } => stats = Some(result.expect("the job ran")),
+            _ => {}
+        }
+    }
+    let (took, stats) = (took.unwrap_or_default(), stats.unwrap_or_default());
+    println!("SetSecret answered in {took:?} while the job read a 1.5 s keyring");
+    assert!(
+        took < Duration::from_millis(1_000),
+        "a worker waited on the keyring: SetSecret took {took:?}"
+    );
+    assert_eq!(stats.delivered, 3);
+    assert_eq!(src.gets("slow"), 1, "read once, before rendering");
+}

@@ -458,10 +458,16 @@ mod tests {
         let runtime_side = Secrets::new(src.clone());
         let ui = runtime_side.cache_only();
         let e = ui.get("k").expect_err("not loaded");
-        assert_eq!(e.to_string(), "secret `k` is not loaded yet (the runtime is reading it)");
+        assert_eq!(
+            e.to_string(),
+            "secret `k` is not loaded yet (the runtime is reading it)"
+        );
         assert_eq!(src.gets("k"), 0);
         assert_eq!(runtime_side.load_missing(&["k"]).len(), 1);
-        assert!(runtime_side.load_missing(&["k"]).is_empty(), "already cached");
+        assert!(
+            runtime_side.load_missing(&["k"]).is_empty(),
+            "already cached"
+        );
         assert_eq!(ui.get("k").map(|v| v.expose().to_owned()), Ok("v".into()));
         assert_eq!(src.gets("k"), 1);
     }

@@ -583,7 +583,7 @@ fn a_slow_keyring_never_stalls_the_runtime_workers() {
     let (took, stats) = (took.unwrap_or_default(), stats.unwrap_or_default());
     println!("SetSecret answered in {took:?} while the job read a 1.5 s keyring");
     assert!(
-        took < Duration::from_millis(1_000),
+        took < Duration::from_secs(1),
         "a worker waited on the keyring: SetSecret took {took:?}"
     );
     assert_eq!(stats.delivered, 3);

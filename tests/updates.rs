@@ -150,6 +150,14 @@ fn secrets_are_stored_deleted_and_loaded_through_the_runtime_and_the_cache_follo
 
     // Changed outside Hookline: LoadSecrets reads the store again (off this thread).
     mem.set("other", &Secret::new("o")).expect("set");
+    // What a frame renders with never calls the store: "not loaded" until the runtime has read it.
+    let ui = secrets.cache_only();
+    let e = ui.get("other").expect_err("not loaded yet");
+    assert!(
+        e.to_string().contains("secret `other` is not loaded yet"),
+        "{e}"
+    );
+    assert_eq!(src.gets("other"), 0);
     assert!(rt.send(Command::LoadSecrets {
         names: vec!["tok".into(), "other".into()],
     }));
@@ -165,6 +173,11 @@ fn secrets_are_stored_deleted_and_loaded_through_the_runtime_and_the_cache_follo
     );
     assert_eq!((src.gets("tok"), src.gets("other")), (2, 1));
     assert!(matches!(secrets.cached("other"), Some(Ok(Some(_)))));
+    assert_eq!(
+        ui.get("other").map(|v| v.expose().to_owned()),
+        Ok("o".into())
+    );
+    assert_eq!(src.gets("other"), 1);
     assert!(
         !seen_text(&seen).contains(VALUE),
         "an update showed the value"
@@ -588,4 +601,57 @@ fn a_slow_keyring_never_stalls_the_runtime_workers() {
     );
     assert_eq!(stats.delivered, 3);
     assert_eq!(src.gets("slow"), 1, "read once, before rendering");
+}
+
+#[test]
+fn nothing_about_a_job_follows_its_end_and_its_reports_come_before_it() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (tx, rx) = UpdateTx::new(64, Arc::new(|| {}));
+    rt.spawn(tx.clone().run_flusher());
+    let stats = |sent| JobStats {
+        sent,
+        ..JobStats::default()
+    };
+    tx.send(Update::JobStarted {
+        job: "j".into(),
+        events: 1,
+    });
+    tx.render_error("j", 0, "bad");
+    tx.progress("j", &stats(1));
+    tx.send(Update::JobFinished {
+        job: "j".into(),
+        result: Ok(stats(1)),
+    });
+    // A progress tick racing the job's end.
+    tx.progress("j", &stats(2));
+    std::thread::sleep(FLUSH_INTERVAL * 4);
+    let got: Vec<Update> = rx.try_iter().collect();
+    let kinds: Vec<&str> = got
+        .iter()
+        .map(|u| match u {
+            Update::JobStarted { .. } => "started",
+            Update::RenderError { .. } => "render_error",
+            Update::Progress { .. } => "progress",
+            Update::JobFinished { .. } => "finished",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(kinds, ["started", "render_error", "progress", "finished"]);
+    // The same name started again reports again.
+    tx.send(Update::JobStarted {
+        job: "j".into(),
+        events: 1,
+    });
+    tx.progress("j", &stats(3));
+    std::thread::sleep(FLUSH_INTERVAL * 4);
+    let got: Vec<Update> = rx.try_iter().collect();
+    assert!(
+        matches!(got.last(), Some(Update::Progress { stats, .. }) if stats.sent == 3),
+        "{got:?}"
+    );
+    rt.shutdown_background();
 }

@@ -15,7 +15,7 @@
 //! - The waker is called at most once per [`WAKE_INTERVAL`], and always once after
 //!   the last update that entered the channel.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
@@ -68,6 +68,9 @@ impl JobBuf {
 
 struct State {
     jobs: HashMap<String, JobBuf>,
+    /// Jobs whose `JobFinished` went out: a late report (a progress tick racing the
+    /// job's end) is ignored, so nothing about a job follows its end.
+    finished: HashSet<String>,
     /// Updates that must not be dropped, waiting for room in the channel.
     pending: VecDeque<Update>,
     captures_dropped: u64,
@@ -130,6 +133,7 @@ impl UpdateTx {
             waker,
             state: Mutex::new(State {
                 jobs: HashMap::new(),
+                finished: HashSet::new(),
                 pending: VecDeque::new(),
                 captures_dropped: 0,
                 captures_reported: 0,
@@ -154,11 +158,17 @@ impl UpdateTx {
     /// job still has buffered, so a job's outcomes always come before its end.
     pub fn send(&self, u: Update) {
         let mut st = self.lock();
-        if let Update::JobFinished { job, .. } = &u
-            && let Some(mut buf) = st.jobs.remove(job)
-        {
-            let job = job.clone();
-            self.flush_job(&mut st, &job, &mut buf, true);
+        match &u {
+            Update::JobStarted { job, .. } => {
+                st.finished.remove(job);
+            }
+            Update::JobFinished { job, .. } => {
+                if let Some(mut buf) = st.jobs.remove(job) {
+                    self.flush_job(&mut st, job, &mut buf, true);
+                }
+                st.finished.insert(job.clone());
+            }
+            _ => {}
         }
         self.push(&mut st, u, Kind::Must);
         drop(st);
@@ -403,6 +413,9 @@ impl UpdateTx {
 
     fn buffer(&self, job: &str, f: impl FnOnce(&mut JobBuf)) {
         let mut st = self.lock();
+        if st.finished.contains(job) {
+            return;
+        }
         let idle = !st.jobs.values().any(JobBuf::has_work);
         if let Some(b) = st.jobs.get_mut(job) {
             f(b);

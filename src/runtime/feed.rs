@@ -245,6 +245,21 @@ impl UpdateTx {
 
     /// Flush one job's buffer. `last`: the job is ending, so its drop counts must arrive.
     fn flush_job(&self, st: &mut State, job: &str, buf: &mut JobBuf, last: bool) {
+        // Retries first: a request's retry always happened before its final outcome.
+        for u in std::mem::take(&mut buf.others) {
+            let retry = matches!(u, Update::Retrying { .. });
+            if !self.push(st, u, Kind::Droppable) {
+                if retry {
+                    buf.dropped.retries += 1;
+                } else {
+                    buf.dropped.render_errors += 1;
+                }
+                self.0
+                    .counters
+                    .dropped_other
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
         let outcomes = std::mem::take(&mut buf.outcomes);
         let mut rest = outcomes.into_iter().peekable();
         while rest.peek().is_some() {
@@ -260,20 +275,6 @@ impl UpdateTx {
                     .counters
                     .dropped_outcomes
                     .fetch_add(n, Ordering::Relaxed);
-            }
-        }
-        for u in std::mem::take(&mut buf.others) {
-            let retry = matches!(u, Update::Retrying { .. });
-            if !self.push(st, u, Kind::Droppable) {
-                if retry {
-                    buf.dropped.retries += 1;
-                } else {
-                    buf.dropped.render_errors += 1;
-                }
-                self.0
-                    .counters
-                    .dropped_other
-                    .fetch_add(1, Ordering::Relaxed);
             }
         }
         if let Some(p) = buf.progress.take()

@@ -655,3 +655,55 @@ fn nothing_about_a_job_follows_its_end_and_its_reports_come_before_it() {
     );
     rt.shutdown_background();
 }
+
+#[test]
+fn captures_left_undrained_are_dropped_from_the_feed_and_counted() {
+    const N: usize = 2_000;
+    const CAPACITY: usize = 16;
+    // Runtime A runs the capture receiver; nobody drains its feed while it receives.
+    let mut config = RuntimeConfig::new(Secrets::memory(&[]));
+    config.update_capacity = CAPACITY;
+    let (a, a_updates) = Runtime::start(config, || {}).expect("runtime");
+    assert!(a.send(Command::StartCapture {
+        config: CaptureConfig {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            ..CaptureConfig::default()
+        },
+    }));
+    let addr = wait_for(&a_updates, LIMIT, |u| match u {
+        Update::CaptureStarted { addr } => Some(*addr),
+        Update::CaptureStopped { error } => panic!("capture failed: {error:?}"),
+        _ => None,
+    });
+    // Runtime B sends to it and is drained; once its job ends, every capture was made.
+    let mut dest = Destination::new("to-capture", format!("http://{addr}/in"));
+    dest.delivery.concurrency = 16;
+    let events: Vec<_> = (0..N).map(|i| json!({"type": "track", "i": i})).collect();
+    let run = common::run_job(dest, events, Secrets::memory(&[]), Duration::from_mins(2));
+    assert_eq!(run.stats.as_ref().map(|s| s.delivered), Some(N as u64));
+    std::thread::sleep(Duration::from_millis(300));
+    let (mut captured, mut dropped, mut updates) = (0u64, 0u64, 0usize);
+    let mut quiet_since = Instant::now();
+    while quiet_since.elapsed() < Duration::from_millis(300) {
+        if let Ok(u) = a_updates.recv_timeout(Duration::from_millis(50)) {
+            updates += 1;
+            quiet_since = Instant::now();
+            match u {
+                Update::Captured(_) => captured += 1,
+                Update::CapturesDropped { captures } => dropped = captures,
+                _ => {}
+            }
+        }
+    }
+    println!("{N} captures: {captured} in the feed, {dropped} dropped, {updates} updates");
+    assert!(
+        dropped > 0,
+        "a {CAPACITY}-update feed must have dropped captures"
+    );
+    assert_eq!(
+        captured + dropped,
+        N as u64,
+        "every capture shown or counted"
+    );
+    assert!(updates <= CAPACITY + 8, "{updates} updates were queued");
+}

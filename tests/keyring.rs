@@ -2,7 +2,10 @@
 //! inside a D-Bus session with gnome-keyring and sets `HOOKLINE_REQUIRE_KEYRING=1`, so
 //! there it must work), the in-memory store, and the environment.
 
+mod common;
+
 use std::sync::Arc;
+use std::time::Duration;
 
 use hookline::core::secret::{
     ChainSecrets, EnvSecrets, MemorySecrets, Secret, SecretSource, Secrets,
@@ -272,4 +275,60 @@ fn env_over_keyring_child() {
     }
     println!("a keyring entry was also present: {stored}");
     assert_eq!(got.expect("resolves").expose(), "from-env");
+}
+
+/// The runtime writes the keyring (mock store) off the caller's thread and fills the
+/// shared cache: the next lookup needs no keyring call. A failing write says so, by name,
+/// without the value.
+#[test]
+fn set_secret_through_the_runtime_writes_the_keyring_and_the_cache() {
+    use hookline::runtime::{Command, Update};
+    let store: Arc<keyring_core::CredentialStore> =
+        keyring_core::mock::Store::new().expect("mock store");
+    let keyring = Arc::new(KeyringSecrets::with_store(store.clone(), "hookline-test"));
+    let counting = common::CountingSecrets::new(keyring.clone());
+    let secrets = Secrets::new(counting.clone());
+    let (rt, updates) = common::start_runtime(secrets.clone());
+    let stored = |name: &str| {
+        common::wait_for(&updates, Duration::from_secs(10), |u| match u {
+            Update::SecretStored { name: n, result } if n == name => Some(result.clone()),
+            _ => None,
+        })
+    };
+
+    assert!(rt.send(Command::SetSecret {
+        name: "api".into(),
+        value: Secret::new("kr-value-5521"),
+    }));
+    assert_eq!(stored("api"), Ok(()));
+    assert_eq!(
+        keyring
+            .get("api")
+            .expect("keyring read")
+            .map(|s| s.expose().to_owned()),
+        Some("kr-value-5521".to_owned()),
+        "the keyring has it"
+    );
+    assert_eq!(
+        secrets.get("api").map(|s| s.expose().to_owned()),
+        Ok("kr-value-5521".to_owned())
+    );
+    assert_eq!(counting.all_gets(), 0, "served from the cache");
+
+    let entry = store.build("hookline-test", "locked", None).expect("entry");
+    let cred: &keyring_core::mock::Cred = entry.as_any().downcast_ref().expect("mock cred");
+    cred.set_error(keyring_core::Error::NoStorageAccess(
+        "the collection is locked".into(),
+    ));
+    assert!(rt.send(Command::SetSecret {
+        name: "locked".into(),
+        value: Secret::new("kr-never-shown-8812"),
+    }));
+    let e = stored("locked").expect_err("the write fails");
+    assert!(e.contains("collection is locked"), "{e}");
+    assert!(!e.contains("kr-never-shown-8812"), "{e}");
+    assert!(
+        secrets.cached("locked").is_none(),
+        "nothing cached for a failed write"
+    );
 }

@@ -745,7 +745,7 @@ fn a_missing_secret_is_an_error_naming_it() {
     };
     let e = render_request(&d, &fixture("track.json"), &ctx()).expect_err("missing");
     assert!(
-        e.to_string().contains("signing.secret") && e.to_string().contains("\"absent\""),
+        e.to_string().contains("signing.secret") && e.to_string().contains("`absent`"),
         "{e}"
     );
 }

@@ -400,6 +400,7 @@ pub fn send(
     let mut last_flush = Instant::now();
     let (mut requests, mut delivered, mut failed) = (0u64, 0u64, 0u64);
     let mut job_failed = false;
+    let mut dropped = 0u64;
     let skipped = loop {
         let u = match updates.recv_timeout(Duration::from_millis(100)) {
             Ok(u) => u,
@@ -416,23 +417,34 @@ pub fn send(
             }
         };
         match u {
-            Update::Outcome { outcome: o, .. } => {
-                requests += 1;
-                match o.outcome {
-                    OutcomeKind::Delivered => delivered += 1,
-                    OutcomeKind::Failed => failed += 1,
-                    OutcomeKind::Cancelled => {}
+            Update::Outcomes { outcomes, .. } => {
+                for o in outcomes {
+                    requests += 1;
+                    match o.outcome {
+                        OutcomeKind::Delivered => delivered += 1,
+                        OutcomeKind::Failed => failed += 1,
+                        OutcomeKind::Cancelled => {}
+                    }
+                    let line = RequestLine {
+                        request: Some(&o.request),
+                        events: &o.events,
+                        status: o.status,
+                        attempts: o.attempts,
+                        outcome: &o.outcome,
+                        error: o.error.as_deref(),
+                    };
+                    serde_json::to_writer(&mut out, &line)?;
+                    out.write_all(b"\n")?;
                 }
-                let line = RequestLine {
-                    request: Some(&o.request),
-                    events: &o.events,
-                    status: o.status,
-                    attempts: o.attempts,
-                    outcome: &o.outcome,
-                    error: o.error.as_deref(),
-                };
-                serde_json::to_writer(&mut out, &line)?;
-                out.write_all(b"\n")?;
+            }
+            Update::Dropped {
+                outcomes,
+                render_errors,
+                ..
+            } => {
+                // stdout did not keep up: lines were left out (the history has them).
+                // The counts come from the job's own stats at the end instead.
+                dropped = outcomes + render_errors;
             }
             Update::RenderError { index, error, .. } => {
                 failed += 1;
@@ -448,7 +460,14 @@ pub fn send(
                 out.write_all(b"\n")?;
             }
             Update::JobFinished { result, .. } => match result {
-                Ok(stats) => break stats.skipped,
+                Ok(stats) => {
+                    if dropped > 0 {
+                        delivered = stats.delivered;
+                        failed = stats.failed + stats.render_errors;
+                        requests = requests.max(stats.delivered + stats.failed);
+                    }
+                    break stats.skipped;
+                }
                 Err(e) => {
                     // The history failed or the job died: say so, and never exit 0.
                     eprintln!("hookline: {e}");
@@ -456,7 +475,7 @@ pub fn send(
                     break 0;
                 }
             },
-            Update::Error { message } => eprintln!("hookline: {message}"),
+            Update::Error { message, .. } => eprintln!("hookline: {message}"),
             _ => {}
         }
         if last_flush.elapsed() > Duration::from_millis(100) {
@@ -487,6 +506,9 @@ pub fn send(
         }
     }
     let mut summary = json!({"job": job, "requests": requests, "delivered": delivered, "failed": failed, "skipped": skipped, "elapsed_ms": started.elapsed().as_millis() as u64});
+    if dropped > 0 {
+        summary["lines_dropped"] = json!(dropped);
+    }
     if let Some(h) = &history {
         // A write error the job already reported is not repeated.
         if let Err(e) = h.writer().flush()

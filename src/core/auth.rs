@@ -299,7 +299,7 @@ mod tests {
         .expect_err("missing");
         assert!(
             e.to_string()
-                .starts_with("auth.token_secret: secret \"t\" is not set"),
+                .starts_with("auth.token_secret: secret `t` is not set"),
             "{e}"
         );
     }

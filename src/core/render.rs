@@ -129,11 +129,14 @@ pub enum RenderErrorKind {
     Batch,
 }
 
-/// The secret a "secret \"x\" is not set" message (ours) names.
+/// The secret a "secret `x` is not set" (or "… is not loaded yet") message — ours,
+/// from [`super::secret::SecretError`] — names.
 fn missing_secret(message: &str) -> Option<String> {
-    let start = message.find("secret \"")? + "secret \"".len();
-    let len = message[start..].find("\" is not set")?;
-    Some(message[start..start + len].to_owned())
+    let start = message.find("secret `")? + "secret `".len();
+    let len = message[start..].find('`')?;
+    let rest = &message[start + len + 1..];
+    (rest.starts_with(" is not set") || rest.starts_with(" is not loaded"))
+        .then(|| message[start..start + len].to_owned())
 }
 
 /// The request exactly as it goes on the wire. `Debug` shows the redacted view.

@@ -35,8 +35,11 @@ impl fmt::Display for Secret {
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum SecretError {
-    #[error("secret \"{name}\" is not set (store it in the keyring, or set {env})")]
+    #[error("secret `{name}` is not set (store it in the keyring, or set {env})")]
     NotSet { name: String, env: String },
+    /// A cache-only resolver (see [`Secrets::cache_only`]) has not been given this name yet.
+    #[error("secret `{name}` is not loaded yet (the runtime is reading it)")]
+    NotLoaded { name: String },
     #[error("no keyring available: {0}")]
     NoKeyring(String),
     #[error("keyring error for secret \"{name}\": {message}")]
@@ -193,11 +196,21 @@ impl SecretSource for ChainSecrets {
     }
 }
 
-/// The resolver rendering uses: a source plus a cache, so each secret is fetched once.
+/// What the resolver knows of one name: a value, "not set", or the error the source gave.
+type Entry = Result<Option<Secret>, SecretError>;
+
+/// The resolver rendering uses: a source plus a cache of every answer, hits *and*
+/// misses (and source errors), so each name costs at most one source call until it is
+/// refreshed. A preview that renders 1 000 times with a missing secret asks the keyring
+/// once. The runtime fills the cache off the UI thread ([`Secrets::preload`],
+/// [`Secrets::store`], [`Secrets::delete`] run inside `spawn_blocking`), so a frame
+/// only ever reads the cache; [`Secrets::cached`] never calls the source at all.
 #[derive(Clone)]
 pub struct Secrets {
     source: Arc<dyn SecretSource>,
-    cache: Arc<Mutex<HashMap<String, Secret>>>,
+    cache: Arc<Mutex<HashMap<String, Entry>>>,
+    /// `false`: a name not in the cache is [`SecretError::NotLoaded`], never a source call.
+    fetch_on_miss: bool,
 }
 
 impl fmt::Debug for Secrets {
@@ -206,11 +219,30 @@ impl fmt::Debug for Secrets {
     }
 }
 
+fn not_set(name: &str) -> SecretError {
+    SecretError::NotSet {
+        name: name.to_owned(),
+        env: env_var_name(name),
+    }
+}
+
 impl Secrets {
     pub fn new(source: Arc<dyn SecretSource>) -> Self {
         Self {
             source,
             cache: Arc::default(),
+            fetch_on_miss: true,
+        }
+    }
+
+    /// The same secrets and cache, but `get` never calls the source: a name nobody has
+    /// loaded yet is [`SecretError::NotLoaded`]. This is what a UI thread renders with;
+    /// it asks the runtime to `LoadSecrets` the names, and the shared cache fills.
+    #[must_use]
+    pub fn cache_only(&self) -> Self {
+        Self {
+            fetch_on_miss: false,
+            ..self.clone()
         }
     }
 
@@ -222,32 +254,83 @@ impl Secrets {
         &self.source
     }
 
-    pub fn get(&self, name: &str) -> Result<Secret, SecretError> {
-        if let Some(s) = self
-            .cache
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(name)
-        {
-            return Ok(s.clone());
-        }
-        let s = self.source.get(name)?.ok_or_else(|| SecretError::NotSet {
-            name: name.to_owned(),
-            env: env_var_name(name),
-        })?;
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
         self.cache
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(name.to_owned(), s.clone());
-        Ok(s)
     }
 
-    /// Forget cached values, e.g. after the user edits a secret.
+    /// The value of `name`: from the cache, or (first use of the name only) from the
+    /// source, whose answer — hit, miss or error — is cached.
+    pub fn get(&self, name: &str) -> Result<Secret, SecretError> {
+        let entry = match self.cached(name) {
+            Some(e) => e,
+            None if self.fetch_on_miss => self.fetch(name),
+            None => Err(SecretError::NotLoaded {
+                name: name.to_owned(),
+            }),
+        };
+        entry.and_then(|v| v.ok_or_else(|| not_set(name)))
+    }
+
+    /// What the cache holds for `name`, without touching the source: `None` when the
+    /// name was never looked up (a frame shows "loading…" and asks the runtime).
+    pub fn cached(&self, name: &str) -> Option<Entry> {
+        self.cache().get(name).cloned()
+    }
+
+    /// Ask the source for `name` now and cache its answer. Blocking: call it off the UI
+    /// thread (the runtime's `LoadSecrets` does).
+    pub fn refresh(&self, name: &str) -> Entry {
+        self.fetch(name)
+    }
+
+    /// [`refresh`](Self::refresh) each name; the answers in the same order. Blocking.
+    pub fn preload<S: AsRef<str>>(&self, names: &[S]) -> Vec<(String, Entry)> {
+        names
+            .iter()
+            .map(|n| (n.as_ref().to_owned(), self.fetch(n.as_ref())))
+            .collect()
+    }
+
+    /// Fetch (and cache) only the names the cache does not hold yet; what was fetched.
+    /// Blocking: the runtime calls it before a job renders, on its blocking pool.
+    pub fn load_missing<S: AsRef<str>>(&self, names: &[S]) -> Vec<(String, Entry)> {
+        names
+            .iter()
+            .filter(|n| self.cached(n.as_ref()).is_none())
+            .map(|n| (n.as_ref().to_owned(), self.fetch(n.as_ref())))
+            .collect()
+    }
+
+    /// Write `value` to the source and, once it is stored, to the cache: the next render
+    /// sees it with no source call. Blocking.
+    pub fn store(&self, name: &str, value: &Secret) -> Result<(), SecretError> {
+        self.source.set(name, value)?;
+        self.cache()
+            .insert(name.to_owned(), Ok(Some(value.clone())));
+        Ok(())
+    }
+
+    /// Delete `name` from the source and cache it as not set. Blocking.
+    pub fn delete(&self, name: &str) -> Result<(), SecretError> {
+        self.source.delete(name)?;
+        self.cache().insert(name.to_owned(), Ok(None));
+        Ok(())
+    }
+
+    /// Forget every cached answer, e.g. after secrets changed outside Hookline: the
+    /// next use of each name asks the source again.
     pub fn invalidate(&self) {
-        self.cache
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clear();
+        self.cache().clear();
+    }
+
+    fn fetch(&self, name: &str) -> Entry {
+        // The lock is not held across the source call: a slow keyring must not stall
+        // a frame that only reads the cache.
+        let entry = self.source.get(name);
+        self.cache().insert(name.to_owned(), entry.clone());
+        entry
     }
 }
 
@@ -281,6 +364,112 @@ mod tests {
             msg.contains("orders-password") && msg.contains("HOOKLINE_SECRET_ORDERS_PASSWORD"),
             "{msg}"
         );
+    }
+
+    /// Counts `get` calls per name, over a memory store.
+    #[derive(Default)]
+    struct Counting {
+        inner: MemorySecrets,
+        gets: Mutex<HashMap<String, usize>>,
+    }
+
+    impl Counting {
+        fn gets(&self, name: &str) -> usize {
+            self.gets
+                .lock()
+                .map_or(usize::MAX, |g| g.get(name).copied().unwrap_or(0))
+        }
+    }
+
+    impl SecretSource for Counting {
+        fn get(&self, name: &str) -> Result<Option<Secret>, SecretError> {
+            if let Ok(mut g) = self.gets.lock() {
+                *g.entry(name.to_owned()).or_default() += 1;
+            }
+            self.inner.get(name)
+        }
+        fn set(&self, name: &str, value: &Secret) -> Result<(), SecretError> {
+            self.inner.set(name, value)
+        }
+        fn delete(&self, name: &str) -> Result<(), SecretError> {
+            self.inner.delete(name)
+        }
+        fn describe(&self) -> String {
+            "counting".into()
+        }
+    }
+
+    #[test]
+    fn misses_are_cached_so_the_source_is_asked_once_per_name() {
+        let src = Arc::new(Counting::default());
+        let s = Secrets::new(src.clone());
+        for _ in 0..1_000 {
+            let e = s.get("absent").expect_err("missing");
+            assert!(
+                e.to_string().starts_with("secret `absent` is not set"),
+                "{e}"
+            );
+        }
+        assert_eq!(src.gets("absent"), 1);
+        assert!(matches!(s.cached("absent"), Some(Ok(None))));
+        assert!(s.cached("never-asked").is_none());
+        assert_eq!(src.gets("never-asked"), 0);
+    }
+
+    #[test]
+    fn store_and_delete_update_the_cache_without_a_source_read() {
+        let src = Arc::new(Counting::default());
+        let s = Secrets::new(src.clone());
+        assert!(s.get("k").is_err());
+        s.store("k", &Secret::new("v1")).expect("stored");
+        assert_eq!(s.get("k").map(|v| v.expose().to_owned()), Ok("v1".into()));
+        s.delete("k").expect("deleted");
+        assert!(s.get("k").is_err());
+        assert_eq!(src.gets("k"), 1, "only the first miss reads the source");
+    }
+
+    #[test]
+    fn preload_and_refresh_read_the_source_again() {
+        let src = Arc::new(Counting::default());
+        let s = Secrets::new(src.clone());
+        assert!(s.get("k").is_err());
+        src.inner.set("k", &Secret::new("later")).expect("set");
+        assert!(
+            s.get("k").is_err(),
+            "the cached miss stands until a refresh"
+        );
+        let got = s.preload(&["k", "other"]);
+        assert_eq!(got.len(), 2);
+        assert!(matches!(&got[0].1, Ok(Some(v)) if v.expose() == "later"));
+        assert!(matches!(&got[1].1, Ok(None)));
+        assert_eq!(
+            s.get("k").map(|v| v.expose().to_owned()),
+            Ok("later".into())
+        );
+        assert_eq!(src.gets("k"), 2);
+        s.invalidate();
+        assert!(s.cached("k").is_none());
+    }
+
+    #[test]
+    fn a_cache_only_view_never_calls_the_source_and_sees_what_the_runtime_loads() {
+        let src = Arc::new(Counting::default());
+        src.inner.set("k", &Secret::new("v")).expect("set");
+        let runtime_side = Secrets::new(src.clone());
+        let ui = runtime_side.cache_only();
+        let e = ui.get("k").expect_err("not loaded");
+        assert_eq!(
+            e.to_string(),
+            "secret `k` is not loaded yet (the runtime is reading it)"
+        );
+        assert_eq!(src.gets("k"), 0);
+        assert_eq!(runtime_side.load_missing(&["k"]).len(), 1);
+        assert!(
+            runtime_side.load_missing(&["k"]).is_empty(),
+            "already cached"
+        );
+        assert_eq!(ui.get("k").map(|v| v.expose().to_owned()), Ok("v".into()));
+        assert_eq!(src.gets("k"), 1);
     }
 
     #[test]

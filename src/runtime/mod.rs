@@ -1,9 +1,11 @@
 //! The delivery runtime: a tokio runtime on its own named thread, driven by
-//! [`Command`]s, answering with [`Update`]s and a waker call after each one (the GUI
-//! passes `ctx.request_repaint`). The only place in Hookline that awaits; callers
-//! never block: they `send` commands and drain updates with `try_recv`.
+//! [`Command`]s, answering with [`Update`]s on a bounded, coalesced feed ([`feed`]) and
+//! a throttled waker call (the GUI passes `ctx.request_repaint`). The only place in
+//! Hookline that awaits or touches the keyring; callers never block: they `send`
+//! commands and drain updates with `try_recv`.
 
 pub mod delivery;
+pub mod feed;
 pub mod jobs;
 pub mod oauth2;
 pub mod stats;
@@ -18,13 +20,14 @@ use tokio::sync::watch;
 use crate::capture::{self, Capture, CaptureConfig, ReceiverHandle};
 use crate::core::events::EventList;
 use crate::core::model::{Destination, EventSet};
-use crate::core::secret::Secrets;
+use crate::core::secret::{Secret, SecretError, Secrets};
 use crate::store::history::{History, HistoryWriter};
 use delivery::{
     Control, EventSource, EventStream, JobEnv, JobFingerprint, JobLog, JobReport, JobSpec, NoLog,
     Outcome, TokenProvider,
 };
-use stats::JobStats;
+pub use feed::UpdateTx;
+use stats::{FeedStats, JobStats};
 
 /// What the UI or CLI asks the runtime to do.
 pub enum Command {
@@ -96,6 +99,23 @@ pub enum Command {
         timeout: Duration,
         open_browser: bool,
     },
+    /// Store a secret (keyring or whatever the source is), off the caller's thread; on
+    /// success the shared [`Secrets`] cache holds it, so the next preview sees it with
+    /// no keyring call. Answered by [`Update::SecretStored`].
+    SetSecret {
+        name: String,
+        value: Secret,
+    },
+    /// Delete a secret; the cache then holds "not set". Answered by [`Update::SecretDeleted`].
+    DeleteSecret {
+        name: String,
+    },
+    /// Look these secrets up in the source (again) and cache the answers, e.g. when a
+    /// workspace is opened. Answered by one [`Update::SecretStatus`] per name, or an
+    /// [`Update::Error`] when the source fails.
+    LoadSecrets {
+        names: Vec<String>,
+    },
     /// Start the capture receiver (one at a time).
     StartCapture {
         config: CaptureConfig,
@@ -112,9 +132,19 @@ pub enum Update {
         job: String,
         events: usize,
     },
-    Outcome {
+    /// The requests that ended since the last batch (at most ~30 batches a second per
+    /// job, each at most [`feed::MAX_BATCH`] outcomes).
+    Outcomes {
         job: String,
-        outcome: Outcome,
+        outcomes: Vec<Outcome>,
+    },
+    /// The consumer did not keep up, so this many reports of the job (in total so far)
+    /// were left out of the feed. The history and the job's stats still count them.
+    Dropped {
+        job: String,
+        outcomes: u64,
+        render_errors: u64,
+        retries: u64,
     },
     Retrying {
         job: String,
@@ -154,10 +184,30 @@ pub enum Update {
         addr: std::net::SocketAddr,
     },
     Captured(Box<Capture>),
+    /// Captures left out of the feed (in total so far) because the consumer did not keep up.
+    CapturesDropped {
+        captures: u64,
+    },
     CaptureStopped {
         error: Option<String>,
     },
+    /// A secret was stored (never its value).
+    SecretStored {
+        name: String,
+        result: Result<(), String>,
+    },
+    SecretDeleted {
+        name: String,
+        result: Result<(), String>,
+    },
+    /// Whether a secret is set, after `LoadSecrets`, `SetSecret` or `DeleteSecret`.
+    SecretStatus {
+        name: String,
+        set: bool,
+    },
+    /// Something went wrong outside a job's own result; `job` names the job it is about.
     Error {
+        job: Option<String>,
         message: String,
     },
 }
@@ -171,52 +221,6 @@ pub struct Authorized {
     pub refresh_token_stored: bool,
 }
 
-/// Sends updates and wakes the consumer (a repaint, for the GUI).
-#[derive(Clone)]
-pub struct UpdateTx {
-    tx: mpsc::Sender<Update>,
-    waker: Arc<dyn Fn() + Send + Sync>,
-}
-
-impl UpdateTx {
-    pub fn send(&self, u: Update) {
-        if self.tx.send(u).is_ok() {
-            (self.waker)();
-        }
-    }
-}
-
-impl JobReport for UpdateTx {
-    fn outcome(&self, job: &str, o: &Outcome) {
-        self.send(Update::Outcome {
-            job: job.to_owned(),
-            outcome: o.clone(),
-        });
-    }
-    fn retrying(&self, job: &str, request_no: u64, attempt: u32, wait: Duration, reason: &str) {
-        self.send(Update::Retrying {
-            job: job.to_owned(),
-            request_no,
-            attempt,
-            wait,
-            reason: reason.to_owned(),
-        });
-    }
-    fn progress(&self, job: &str, stats: &JobStats) {
-        self.send(Update::Progress {
-            job: job.to_owned(),
-            stats: stats.clone(),
-        });
-    }
-    fn render_error(&self, job: &str, index: usize, error: &str) {
-        self.send(Update::RenderError {
-            job: job.to_owned(),
-            index,
-            error: error.to_owned(),
-        });
-    }
-}
-
 /// What the runtime is built with.
 pub struct RuntimeConfig {
     pub secrets: Secrets,
@@ -228,6 +232,8 @@ pub struct RuntimeConfig {
     pub capture_history: Option<HistoryWriter>,
     /// The history `ResendFailed` and `ResumeJob` read (the same database `log` writes).
     pub history: Option<Arc<History>>,
+    /// The most updates queued for the consumer (see [`feed`]).
+    pub update_capacity: usize,
 }
 
 impl RuntimeConfig {
@@ -239,6 +245,7 @@ impl RuntimeConfig {
             worker_threads: 2,
             capture_history: None,
             history: None,
+            update_capacity: feed::DEFAULT_CAPACITY,
         }
     }
 }
@@ -247,20 +254,19 @@ impl RuntimeConfig {
 pub struct Runtime {
     tx: tokio::sync::mpsc::UnboundedSender<Command>,
     thread: Option<std::thread::JoinHandle<()>>,
+    feed: Arc<feed::Counters>,
 }
 
 impl Runtime {
-    /// Start the runtime thread. Updates arrive on the returned receiver; `waker` is
-    /// called after each one.
+    /// Start the runtime thread. Updates arrive on the returned receiver (bounded:
+    /// see [`feed`]); `waker` is called when there is something new, at most about 60
+    /// times a second, and always after the last update.
     pub fn start(
         config: RuntimeConfig,
         waker: impl Fn() + Send + Sync + 'static,
     ) -> Result<(Self, mpsc::Receiver<Update>), String> {
-        let (utx, urx) = mpsc::channel();
-        let updates = UpdateTx {
-            tx: utx,
-            waker: Arc::new(waker),
-        };
+        let (updates, urx) = UpdateTx::new(config.update_capacity, Arc::new(waker));
+        let feed = updates.counters();
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.worker_threads.max(1))
@@ -276,9 +282,15 @@ impl Runtime {
             Self {
                 tx,
                 thread: Some(thread),
+                feed,
             },
             urx,
         ))
+    }
+
+    /// How many updates were queued and dropped, and how often the waker was called.
+    pub fn feed_stats(&self) -> FeedStats {
+        self.feed.stats()
     }
 
     /// Queue a command; never blocks. `false` if the runtime has stopped.
@@ -301,10 +313,21 @@ async fn run(
     mut rx: tokio::sync::mpsc::UnboundedReceiver<Command>,
     updates: UpdateTx,
 ) {
+    let flusher = tokio::spawn(updates.clone().run_flusher());
+    serve(config, &mut rx, &updates).await;
+    flusher.abort();
+    updates.finish();
+}
+
+async fn serve(
+    config: RuntimeConfig,
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<Command>,
+    updates: &UpdateTx,
+) {
     let client = match delivery::http_client(false) {
         Ok(c) => c,
         Err(message) => {
-            updates.send(Update::Error { message });
+            updates.send(Update::Error { job: None, message });
             return;
         }
     };
@@ -431,7 +454,13 @@ async fn run(
                 };
                 let report: Arc<dyn JobReport> = Arc::new(updates.clone());
                 let updates = updates.clone();
+                let secret_names = secret_names(&spec.destination);
                 tasks.spawn(async move {
+                    // Read the destination's secrets on the blocking pool first: the job
+                    // renders on the async workers, which must never wait on a keyring.
+                    // Misses and errors are cached too, and reported per event.
+                    let secrets = env.secrets.clone();
+                    let _ = blocking(move || Ok(secrets.load_missing(&secret_names))).await;
                     // The job runs in its own task so that, should it panic, it still
                     // ends: `failed` in the history and a `JobFinished` with the error,
                     // instead of a job stuck `running` and a caller waiting forever.
@@ -450,9 +479,9 @@ async fn run(
                     updates.send(Update::JobFinished { job, result });
                 });
             }
-            Command::Pause { job } => set_control(&jobs, &job, Control::Pause, &updates),
-            Command::Resume { job } => set_control(&jobs, &job, Control::Run, &updates),
-            Command::Cancel { job } => set_control(&jobs, &job, Control::Cancel, &updates),
+            Command::Pause { job } => set_control(&jobs, &job, Control::Pause, updates),
+            Command::Resume { job } => set_control(&jobs, &job, Control::Run, updates),
+            Command::Cancel { job } => set_control(&jobs, &job, Control::Cancel, updates),
             Command::FetchToken { destination } => {
                 let (oauth, updates) = (oauth.clone(), updates.clone());
                 tokio::spawn(async move {
@@ -542,7 +571,7 @@ async fn run(
                         let u = updates.clone();
                         let fwd = tokio::spawn(async move {
                             while let Some(c) = crx.recv().await {
-                                u.send(Update::Captured(Box::new(c)));
+                                u.captured(Box::new(c));
                             }
                         });
                         receiver = Some((h, fwd));
@@ -566,6 +595,62 @@ async fn run(
                     }
                 }
                 updates.send(Update::CaptureStopped { error: None });
+            }
+            Command::SetSecret { name, value } => {
+                let (secrets, updates) = (config.secrets.clone(), updates.clone());
+                tokio::spawn(async move {
+                    let n = name.clone();
+                    let result = blocking(move || secrets.store(&n, &value)).await;
+                    let ok = result.is_ok();
+                    updates.send(Update::SecretStored {
+                        name: name.clone(),
+                        result: result.map_err(|e| e.to_string()),
+                    });
+                    if ok {
+                        updates.send(Update::SecretStatus { name, set: true });
+                    }
+                });
+            }
+            Command::DeleteSecret { name } => {
+                let (secrets, updates) = (config.secrets.clone(), updates.clone());
+                tokio::spawn(async move {
+                    let n = name.clone();
+                    let result = blocking(move || secrets.delete(&n)).await;
+                    let ok = result.is_ok();
+                    updates.send(Update::SecretDeleted {
+                        name: name.clone(),
+                        result: result.map_err(|e| e.to_string()),
+                    });
+                    if ok {
+                        updates.send(Update::SecretStatus { name, set: false });
+                    }
+                });
+            }
+            Command::LoadSecrets { names } => {
+                let (secrets, updates) = (config.secrets.clone(), updates.clone());
+                tokio::spawn(async move {
+                    let loaded = blocking(move || Ok(secrets.preload(&names))).await;
+                    match loaded {
+                        Ok(loaded) => {
+                            for (name, entry) in loaded {
+                                match entry {
+                                    Ok(v) => updates.send(Update::SecretStatus {
+                                        name,
+                                        set: v.is_some(),
+                                    }),
+                                    Err(e) => updates.send(Update::Error {
+                                        job: None,
+                                        message: secret_message(&name, &e),
+                                    }),
+                                }
+                            }
+                        }
+                        Err(e) => updates.send(Update::Error {
+                            job: None,
+                            message: e.to_string(),
+                        }),
+                    }
+                });
             }
             Command::ReplaySet { .. }
             | Command::SendStream { .. }
@@ -658,7 +743,95 @@ fn set_control(
             let _ = tx.send(c);
         }
         None => updates.send(Update::Error {
+            job: Some(job.to_owned()),
             message: format!("no running job \"{job}\""),
         }),
+    }
+}
+
+/// Run a secret-store call on tokio's blocking pool: a keyring may wait on D-Bus.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, SecretError> + Send + 'static,
+) -> Result<T, SecretError> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(SecretError::NoKeyring(format!(
+            "the secret store call did not complete: {e}"
+        )))
+    })
+}
+
+/// A secret error as a message that names the secret (a store error may not).
+fn secret_message(name: &str, e: &SecretError) -> String {
+    match e {
+        SecretError::NoKeyring(_) => format!("secret `{name}`: {e}"),
+        SecretError::NotSet { .. } | SecretError::NotLoaded { .. } | SecretError::Store { .. } => {
+            e.to_string()
+        }
+    }
+}
+
+/// The secrets a destination names: auth and signing fields (`…_secret`, `secret`), and
+/// every literal `secret('name')` / `secret("name")` in its templates. OAuth2 refresh
+/// tokens are left out (the token code reads them itself, off the workers). A name built
+/// at render time is not found here; it is read on first use.
+pub fn secret_names(dest: &Destination) -> Vec<String> {
+    fn walk(v: &serde_json::Value, key: Option<&str>, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::String(s) => {
+                if let Some(k) = key
+                    && (k == "secret" || k.ends_with("_secret"))
+                    && k != "refresh_token_secret"
+                    && !s.is_empty()
+                {
+                    out.push(s.clone());
+                }
+                template_secret_names(s, out);
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, None, out)),
+            serde_json::Value::Object(m) => m.iter().for_each(|(k, x)| walk(x, Some(k), out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    if let Ok(v) = serde_json::to_value(dest) {
+        walk(&v, None, &mut out);
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Literal names in `secret('…')` / `secret("…")` calls of a template.
+fn template_secret_names(s: &str, out: &mut Vec<String>) {
+    let mut rest = s;
+    while let Some(i) = rest.find("secret(") {
+        rest = &rest[i + "secret(".len()..];
+        let arg = rest.trim_start();
+        let Some(q) = arg.chars().next().filter(|c| *c == '\'' || *c == '"') else {
+            continue;
+        };
+        if let Some(end) = arg[1..].find(q) {
+            let name = &arg[1..=end];
+            if !name.is_empty() {
+                out.push(name.to_owned());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_names_finds_auth_signing_and_template_secrets() {
+        let mut d = Destination::new("d", "https://example.com/{{ secret('path-s') }}");
+        d.headers
+            .insert("X-Key".into(), "{{ secret( \"hdr-s\" ) }}".into());
+        d.signing = crate::core::model::Signing::StandardWebhooks {
+            secret: "sign-s".into(),
+        };
+        let names = secret_names(&d);
+        assert_eq!(names, ["hdr-s", "path-s", "sign-s"], "{names:?}");
     }
 }

@@ -448,7 +448,7 @@ async fn fetch(
             .await?;
             if let Some(rotated) = set.refresh_token.clone() {
                 let (s, n) = (secrets.clone(), refresh_token_secret.clone());
-                blocking(move || s.source().set(&n, &rotated)).await?;
+                blocking(move || s.store(&n, &rotated)).await?;
             }
             Ok(set)
         }
@@ -605,7 +605,7 @@ pub async fn authorize(
         .await?;
         if let Some(r) = set.refresh_token.clone() {
             let (s, n) = (secrets.clone(), refresh_token_secret.clone());
-            blocking(move || s.source().set(&n, &r)).await?;
+            blocking(move || s.store(&n, &r)).await?;
         }
         cache.store(key, &set);
         Ok(set)

@@ -83,6 +83,20 @@ pub struct JobStats {
     pub elapsed_ms: u64,
 }
 
+/// The update feed's own numbers (see `runtime::feed`): what it queued, what it left
+/// out because the consumer did not drain, and how often it woke the consumer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct FeedStats {
+    /// Updates put in the channel.
+    pub updates: u64,
+    /// Waker calls.
+    pub wakes: u64,
+    /// Outcomes left out of the feed (all jobs).
+    pub dropped_outcomes: u64,
+    /// Retries and render errors left out of the feed (all jobs).
+    pub dropped_other: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

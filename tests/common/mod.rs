@@ -57,6 +57,8 @@ pub struct JobRun {
     pub render_errors: Vec<(usize, String)>,
     pub stats: Option<JobStats>,
     pub error: Option<String>,
+    /// Outcomes the feed left out (the consumer was too slow); 0 in a drained run.
+    pub dropped: u64,
 }
 
 pub fn start_runtime(secrets: Secrets) -> (Runtime, std::sync::mpsc::Receiver<Update>) {
@@ -89,7 +91,8 @@ pub fn collect(updates: &std::sync::mpsc::Receiver<Update>, limit: Duration) -> 
             run.outcomes.len()
         );
         match updates.recv_timeout(left) {
-            Ok(Update::Outcome { outcome, .. }) => run.outcomes.push(outcome),
+            Ok(Update::Outcomes { outcomes, .. }) => run.outcomes.extend(outcomes),
+            Ok(Update::Dropped { outcomes, .. }) => run.dropped = outcomes,
             Ok(Update::Retrying {
                 request_no,
                 attempt,
@@ -117,4 +120,83 @@ pub fn fast(mut d: Destination) -> Destination {
     d.delivery.backoff_max_ms = 20;
     d.delivery.timeout_ms = 5_000;
     d
+}
+
+/// A secret source that counts its calls, over any other source (memory, keyring): how
+/// tests prove a render or a runtime command did not reach the store.
+pub struct CountingSecrets {
+    inner: Arc<dyn hookline::core::secret::SecretSource>,
+    gets: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+    sets: std::sync::atomic::AtomicUsize,
+}
+
+impl CountingSecrets {
+    pub fn new(inner: Arc<dyn hookline::core::secret::SecretSource>) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            gets: std::sync::Mutex::default(),
+            sets: std::sync::atomic::AtomicUsize::new(0),
+        })
+    }
+    /// `get` calls for `name` so far.
+    pub fn gets(&self, name: &str) -> usize {
+        self.gets
+            .lock()
+            .map_or(usize::MAX, |g| g.get(name).copied().unwrap_or(0))
+    }
+    /// `get` calls for any name so far.
+    pub fn all_gets(&self) -> usize {
+        self.gets.lock().map_or(usize::MAX, |g| g.values().sum())
+    }
+    pub fn sets(&self) -> usize {
+        self.sets.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl hookline::core::secret::SecretSource for CountingSecrets {
+    fn get(
+        &self,
+        name: &str,
+    ) -> Result<Option<hookline::core::secret::Secret>, hookline::core::secret::SecretError> {
+        if let Ok(mut g) = self.gets.lock() {
+            *g.entry(name.to_owned()).or_default() += 1;
+        }
+        self.inner.get(name)
+    }
+    fn set(
+        &self,
+        name: &str,
+        value: &hookline::core::secret::Secret,
+    ) -> Result<(), hookline::core::secret::SecretError> {
+        self.sets.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.set(name, value)
+    }
+    fn delete(&self, name: &str) -> Result<(), hookline::core::secret::SecretError> {
+        self.inner.delete(name)
+    }
+    fn describe(&self) -> String {
+        format!("counting {}", self.inner.describe())
+    }
+}
+
+/// Wait (bounded) for the first update `pick` accepts; panics with what came instead.
+pub fn wait_for<T>(
+    updates: &std::sync::mpsc::Receiver<Update>,
+    limit: Duration,
+    mut pick: impl FnMut(&Update) -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + limit;
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match updates.recv_timeout(left) {
+            Ok(u) => {
+                if let Some(t) = pick(&u) {
+                    return t;
+                }
+                seen.push(format!("{u:?}"));
+            }
+            Err(e) => panic!("no matching update within {limit:?} ({e}); got {seen:?}"),
+        }
+    }
 }

@@ -211,6 +211,14 @@ fn client_errors_are_final_and_reported_with_status_and_body() {
         "{o:?}"
     );
     assert_eq!(hits.load(Ordering::Relaxed), 1);
+    assert!(
+        matches!(
+            &run.end,
+            Some(hookline::runtime::JobEnd::Failed { stats: Some(s), error: None }) if s.failed == 1
+        ),
+        "a job with a failed event ends Failed: {:?}",
+        run.end
+    );
 }
 
 #[test]
@@ -420,6 +428,11 @@ fn pause_holds_requests_and_cancel_stops_the_job() {
     );
     assert!(rt.send(Command::Cancel { job: "j".into() }));
     let run = collect(&updates, Duration::from_secs(10));
+    assert!(
+        matches!(run.end, Some(hookline::runtime::JobEnd::Cancelled(_))),
+        "a cancelled job ends Cancelled, not Done: {:?}",
+        run.end
+    );
     let stats = run.stats.expect("finished");
     assert!(stats.delivered < 200, "{stats:?}");
     assert_eq!(stats.delivered as usize, hits.load(Ordering::Relaxed));
@@ -507,7 +520,9 @@ fn the_runtime_runs_the_capture_receiver_and_replays_an_event_set_into_it() {
                 );
                 captured += 1;
             }
-            Update::JobFinished { result, .. } => finished = Some(result.expect("job ran")),
+            Update::JobFinished { end, .. } => {
+                finished = Some(end.stats().cloned().expect("job ran"));
+            }
             _ => {}
         }
     }

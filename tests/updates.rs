@@ -305,8 +305,8 @@ impl Seen {
             }
             Update::Progress { .. } => self.progress += 1,
             Update::Dropped { outcomes, .. } => self.dropped = outcomes,
-            Update::JobFinished { result, .. } => {
-                self.stats = Some(result.expect("the job ran"));
+            Update::JobFinished { end, .. } => {
+                self.stats = Some(end.stats().cloned().expect("the job ran"));
                 return true;
             }
             _ => {}
@@ -589,7 +589,9 @@ fn a_slow_keyring_never_stalls_the_runtime_workers() {
             .expect("SecretStored and JobFinished")
         {
             Update::SecretStored { name, .. } if name == "other" => took = Some(asked.elapsed()),
-            Update::JobFinished { result, .. } => stats = Some(result.expect("the job ran")),
+            Update::JobFinished { end, .. } => {
+                stats = Some(end.stats().cloned().expect("the job ran"));
+            }
             _ => {}
         }
     }
@@ -624,7 +626,7 @@ fn nothing_about_a_job_follows_its_end_and_its_reports_come_before_it() {
     tx.progress("j", &stats(1));
     tx.send(Update::JobFinished {
         job: "j".into(),
-        result: Ok(stats(1)),
+        end: hookline::runtime::JobEnd::Done(stats(1)),
     });
     // A progress tick racing the job's end.
     tx.progress("j", &stats(2));

@@ -459,8 +459,8 @@ pub fn send(
                 serde_json::to_writer(&mut out, &line)?;
                 out.write_all(b"\n")?;
             }
-            Update::JobFinished { result, .. } => match result {
-                Ok(stats) => {
+            Update::JobFinished { end, .. } => {
+                if let Some(stats) = end.stats().filter(|_| end.error().is_none()) {
                     if dropped > 0 {
                         delivered = stats.delivered;
                         failed = stats.failed + stats.render_errors;
@@ -468,13 +468,11 @@ pub fn send(
                     }
                     break stats.skipped;
                 }
-                Err(e) => {
-                    // The history failed or the job died: say so, and never exit 0.
-                    eprintln!("hookline: {e}");
-                    job_failed = true;
-                    break 0;
-                }
-            },
+                // The history failed or the job died: say so, and never exit 0.
+                eprintln!("hookline: {}", end.error().unwrap_or("the job stopped"));
+                job_failed = true;
+                break 0;
+            }
             Update::Error { message, .. } => eprintln!("hookline: {message}"),
             _ => {}
         }

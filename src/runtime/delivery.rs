@@ -520,7 +520,7 @@ pub async fn run_job(
     env: Arc<JobEnv>,
     report: Arc<dyn JobReport>,
     control: watch::Receiver<Control>,
-) -> Result<JobStats, String> {
+) -> Result<(JobStats, EndState), String> {
     let compiled = CompiledDestination::compile(&spec.destination).map_err(|errs| {
         errs.iter()
             .map(ToString::to_string)
@@ -700,18 +700,37 @@ pub async fn run_job(
         ));
     }
     let cancelled = cancelled || *control.borrow() == Control::Cancel;
-    let end = if cancelled {
-        "cancelled"
+    let end_state = if cancelled {
+        EndState::Cancelled
     } else if stats.failed > 0 || stats.render_errors > 0 {
-        "failed"
+        EndState::Failed
     } else {
-        "done"
+        EndState::Done
     };
+    let end = end_state.as_str();
     env.log
         .job_finished(&spec.job, end)
         .await
         .map_err(|e| format!("job {}: cannot record that it ended {end}: {e}", spec.job))?;
-    Ok(stats)
+    Ok((stats, end_state))
+}
+
+/// How a job that ran came to its end (as the history records it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndState {
+    Done,
+    Failed,
+    Cancelled,
+}
+
+impl EndState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Done => "done",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
 }
 
 /// Turns finished batches into requests and starts each when a slot is free.

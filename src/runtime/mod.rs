@@ -162,9 +162,10 @@ pub enum Update {
         job: String,
         stats: JobStats,
     },
+    /// The job ended: done, failed or cancelled (see [`JobEnd`]).
     JobFinished {
         job: String,
-        result: Result<JobStats, String>,
+        end: JobEnd,
     },
     /// An OAuth2 token was fetched, or could not be.
     Token {
@@ -219,6 +220,39 @@ pub struct Authorized {
     pub expires_in: Option<Duration>,
     /// A refresh token came and is stored in the keyring.
     pub refresh_token_stored: bool,
+}
+
+/// How a job ended. A cancelled job is not a success, and a job with failed events
+/// is not done.
+#[derive(Debug, Clone)]
+pub enum JobEnd {
+    /// Every event was delivered or skipped by the trigger.
+    Done(JobStats),
+    /// Some events failed (`stats`), or the job could not run or stopped (`error`, which
+    /// names the job and, for history failures, the database).
+    Failed {
+        stats: Option<JobStats>,
+        error: Option<String>,
+    },
+    /// Cancelled: events not delivered stay pending (a resume sends them).
+    Cancelled(JobStats),
+}
+
+impl JobEnd {
+    /// The final counts, when the job ran.
+    pub fn stats(&self) -> Option<&JobStats> {
+        match self {
+            Self::Done(s) | Self::Cancelled(s) => Some(s),
+            Self::Failed { stats, .. } => stats.as_ref(),
+        }
+    }
+    /// Why the job could not run or stopped, when it did not run to its end.
+    pub fn error(&self) -> Option<&str> {
+        match self {
+            Self::Failed { error, .. } => error.as_deref(),
+            _ => None,
+        }
+    }
 }
 
 /// What the runtime is built with.
@@ -377,7 +411,10 @@ async fn serve(
                 Err((job, message)) => {
                     updates.send(Update::JobFinished {
                         job,
-                        result: Err(message),
+                        end: JobEnd::Failed {
+                            stats: None,
+                            error: Some(message),
+                        },
                     });
                     continue;
                 }
@@ -430,7 +467,10 @@ async fn serve(
                         Err(message) => {
                             updates.send(Update::JobFinished {
                                 job,
-                                result: Err(message),
+                                end: JobEnd::Failed {
+                                    stats: None,
+                                    error: Some(message),
+                                },
                             });
                             continue;
                         }
@@ -466,17 +506,26 @@ async fn serve(
                     // instead of a job stuck `running` and a caller waiting forever.
                     let log = env.log.clone();
                     let run = tokio::spawn(delivery::run_job(spec, env, report, ctl_rx));
-                    let result = match run.await {
-                        Ok(r) => r,
+                    let end = match run.await {
+                        Ok(Ok((stats, delivery::EndState::Done))) => JobEnd::Done(stats),
+                        Ok(Ok((stats, delivery::EndState::Cancelled))) => JobEnd::Cancelled(stats),
+                        Ok(Ok((stats, delivery::EndState::Failed))) => JobEnd::Failed {
+                            stats: Some(stats),
+                            error: None,
+                        },
+                        Ok(Err(error)) => JobEnd::Failed {
+                            stats: None,
+                            error: Some(error),
+                        },
                         Err(e) => {
                             let _ = log.job_finished(&job, "failed").await;
-                            Err(format!(
+                            JobEnd::Failed { stats: None, error: Some(format!(
                                 "job {job} stopped: internal error ({}); events not recorded as delivered are sent again by --resume {job}",
                                 if e.is_panic() { "the job panicked" } else { "the job was aborted" }
-                            ))
+                            )) }
                         }
                     };
-                    updates.send(Update::JobFinished { job, result });
+                    updates.send(Update::JobFinished { job, end });
                 });
             }
             Command::Pause { job } => set_control(&jobs, &job, Control::Pause, updates),

@@ -59,6 +59,8 @@ pub struct JobRun {
     pub error: Option<String>,
     /// Outcomes the feed left out (the consumer was too slow); 0 in a drained run.
     pub dropped: u64,
+    /// How the job ended.
+    pub end: Option<hookline::runtime::JobEnd>,
 }
 
 pub fn start_runtime(secrets: Secrets) -> (Runtime, std::sync::mpsc::Receiver<Update>) {
@@ -101,11 +103,10 @@ pub fn collect(updates: &std::sync::mpsc::Receiver<Update>, limit: Duration) -> 
                 ..
             }) => run.retries.push((request_no, attempt, wait, reason)),
             Ok(Update::RenderError { index, error, .. }) => run.render_errors.push((index, error)),
-            Ok(Update::JobFinished { result, .. }) => {
-                match result {
-                    Ok(s) => run.stats = Some(s),
-                    Err(e) => run.error = Some(e),
-                }
+            Ok(Update::JobFinished { end, .. }) => {
+                run.stats = end.stats().cloned();
+                run.error = end.error().map(str::to_owned);
+                run.end = Some(end);
                 return run;
             }
             Ok(_) => {}

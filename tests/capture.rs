@@ -813,13 +813,14 @@ async fn raw_capture_keeps_credential_headers_as_received() {
 
 #[test]
 fn terminal_safe_escapes_control_and_bidi_characters_only() {
-    use hookline::capture::{json_terminal_safe, terminal_safe};
-    assert_eq!(terminal_safe("plain é ✓"), "plain é ✓");
+    use hookline::cli::{json_terminal_safe, terminal_safe_line};
+    assert_eq!(terminal_safe_line("plain é ✓"), "plain é ✓");
     assert_eq!(
-        terminal_safe("a\u{1b}[31mb\u{7}\u{9b}c\u{202e}d\r\n"),
+        terminal_safe_line("a\u{1b}[31mb\u{7}\u{9b}c\u{202e}d\r\n"),
         "a\\u{1b}[31mb\\u{7}\\u{9b}c\\u{202e}d\\u{d}\\u{a}"
     );
-    let line = json_terminal_safe(json!({"k": "\u{1b}x\u{7f}\u{9b}\u{2066}"}).to_string());
+    let line =
+        json_terminal_safe(&json!({"k": "\u{1b}x\u{7f}\u{9b}\u{2066}"}).to_string()).into_owned();
     assert!(line.is_ascii(), "{line}");
     assert_eq!(
         serde_json::from_str::<Value>(&line).expect("still JSON")["k"],

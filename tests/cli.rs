@@ -750,6 +750,12 @@ fn terminal_safe_escapes_controls_but_keeps_lines() {
         "a\\u{1b}[31mb\r\nc\\u{d}d\\u{7}\\u{9b}e\\u{7f}\\u{0}"
     );
     assert_eq!(terminal_safe_line("a\nb\r\n"), "a\\u{a}b\\u{d}\\u{a}");
+    // Bidi overrides are escaped too; JSON keeps its layout and stays the same JSON.
+    assert_eq!(terminal_safe("a\u{202e}b"), "a\\u{202e}b");
+    assert_eq!(
+        hookline::cli::json_terminal_safe("{\n  \"k\": \"\u{202e}\u{9b}\"\n}"),
+        "{\n  \"k\": \"\\u202e\\u009b\"\n}"
+    );
 }
 
 #[test]

@@ -9,8 +9,6 @@
 //! open connections, back-off when `accept` fails (EMFILE), and credentials in captured
 //! headers redacted unless raw capture is asked for.
 
-use std::borrow::Cow;
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -789,46 +787,6 @@ fn stored_headers(h: &HeaderMap, raw: bool, verify: Option<&Verify>) -> Vec<(Str
         }
     }
     out
-}
-
-/// `s` safe to print on a terminal: control characters (C0, DEL, C1) and bidirectional
-/// overrides become visible `\u{…}` escapes, so captured data can never drive the terminal.
-pub fn terminal_safe(s: &str) -> Cow<'_, str> {
-    if !s.chars().any(is_unsafe_char) {
-        return Cow::Borrowed(s);
-    }
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        if is_unsafe_char(c) {
-            let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
-        } else {
-            out.push(c);
-        }
-    }
-    Cow::Owned(out)
-}
-
-/// A JSON text made safe for a terminal: `serde_json` escapes C0 controls but passes DEL,
-/// C1 controls and bidi overrides through; inside JSON strings (the only place they can
-/// appear) they become `\uXXXX` escapes, so the line is still the same JSON.
-pub fn json_terminal_safe(json: String) -> String {
-    if !json.chars().any(is_unsafe_char) {
-        return json;
-    }
-    let mut out = String::with_capacity(json.len() + 16);
-    for c in json.chars() {
-        if is_unsafe_char(c) {
-            let _ = write!(out, "\\u{:04x}", u32::from(c));
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-fn is_unsafe_char(c: char) -> bool {
-    c.is_control()
-        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 fn record(st: &Shared, method: &Method, uri: &Uri, headers: &HeaderMap, body: &Bytes, status: u16) {

@@ -17,8 +17,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 use std::time::Duration;
 
-use super::{UsageError, open_history, usage};
-use crate::capture::{self, CaptureConfig, Faults, Verify, terminal_safe};
+use super::{
+    UsageError, json_terminal_safe, open_history, terminal_safe_line as terminal_safe, usage,
+};
+use crate::capture::{self, CaptureConfig, Faults, Verify};
 use crate::core::model::HmacAlgorithm;
 use crate::core::secret::Secrets;
 use crate::runtime::{Command, Runtime, RuntimeConfig, Update};
@@ -298,10 +300,10 @@ pub fn capture(args: &CaptureArgs, secrets: &Secrets) -> anyhow::Result<u8> {
         let p = printer.insert(Printer::start());
         let mut take = |c: capture::Capture, out: &mut Option<std::io::BufWriter<std::fs::File>>| -> anyhow::Result<()> {
             if let (Some(f), Some(ev)) = (out.as_mut(), capture::capture_to_event(&c)) {
-                let line = capture::json_terminal_safe(ev.to_string());
+                let line = json_terminal_safe(&ev.to_string()).into_owned();
                 writeln!(f, "{line}").map_err(|e| out_error(args, &e))?;
             }
-            let mut line = capture::json_terminal_safe(c.to_json().to_string());
+            let mut line = json_terminal_safe(&c.to_json().to_string()).into_owned();
             line.push('\n');
             p.line(line);
             Ok(())

@@ -76,10 +76,10 @@ pub fn warn(msg: impl std::fmt::Display) {
     let _ = writeln!(std::io::stderr().lock(), "{msg}");
 }
 
-/// Text safe to print on a terminal: C0 and C1 control characters, DEL and ESC are
-/// written as `\u{1b}` so event data cannot move the cursor, retitle the window or
-/// hide text. Newlines, tabs and CR LF pairs are kept (messages and `--format http`
-/// have lines); a lone CR is escaped.
+/// Text safe to print on a terminal: C0 and C1 control characters, DEL, ESC and the
+/// bidirectional overrides are written as `\u{1b}` so event data cannot move the
+/// cursor, retitle the window or reorder what is shown. Newlines, tabs and CR LF pairs
+/// are kept (messages and `--format http` have lines); a lone CR is escaped.
 pub fn terminal_safe(s: &str) -> Cow<'_, str> {
     escape_controls(s, false)
 }
@@ -89,10 +89,36 @@ pub fn terminal_safe_line(s: &str) -> Cow<'_, str> {
     escape_controls(s, true)
 }
 
+/// A JSON text made safe for a terminal: `serde_json` escapes the C0 controls but
+/// passes DEL, the C1 controls and bidi overrides through; inside strings (the only
+/// place they can be) they become `\uXXXX` escapes, so the text is the same JSON.
+pub fn json_terminal_safe(json: &str) -> Cow<'_, str> {
+    // Raw newlines and tabs in JSON text are layout (pretty-printing), never string content.
+    let escape = |c: char| unsafe_char(c) && !matches!(c, '\n' | '\r' | '\t');
+    if !json.chars().any(escape) {
+        return Cow::Borrowed(json);
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if escape(c) {
+            let _ = write!(out, "\\u{:04x}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Characters a terminal acts on: controls (C0, DEL, C1) and bidi overrides.
+fn unsafe_char(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
 fn escape_controls(s: &str, one_line: bool) -> Cow<'_, str> {
     let mut chars = s.chars().peekable();
     let needs = |c: char, next: Option<&char>| {
-        c.is_control()
+        unsafe_char(c)
             && !(c == '\t'
                 || (c == '\n' && !one_line)
                 || (c == '\r' && !one_line && next == Some(&'\n')))

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use serde_json::json;
 
 use super::{
-    EXIT_FAILED, Target, destination, load_events, load_workspace, terminal_safe,
-    terminal_safe_line, warn,
+    EXIT_FAILED, Target, destination, json_terminal_safe, load_events, load_workspace,
+    terminal_safe, terminal_safe_line, warn,
 };
 use crate::core::export;
 use crate::core::render::{CompiledDestination, RenderCtx, Rendered};
@@ -96,7 +96,7 @@ pub fn render(args: &RenderArgs, secrets: Secrets) -> anyhow::Result<u8> {
                 .and_then(|t| t.strip_suffix('}'))
                 .unwrap_or("")
                 .trim_matches('\n');
-            out.write_all(json_c1_escaped(inner).as_bytes())?;
+            out.write_all(json_terminal_safe(inner).as_bytes())?;
             out.write_all(b"\n}\n")?;
         }
         Format::Curl | Format::Http => {
@@ -127,27 +127,7 @@ fn write_json_item(
 ) -> std::io::Result<()> {
     let text = serde_json::to_string_pretty(item).map_err(std::io::Error::other)?;
     out.write_all(if index == 0 { b"\n    " } else { b",\n    " })?;
-    out.write_all(json_c1_escaped(&text.replace('\n', "\n    ")).as_bytes())
-}
-
-/// JSON with DEL and the C1 controls (U+007F–U+009F) written as `\u00XX` too:
-/// `serde_json` escapes only U+0000–U+001F, and a raw U+009B is a CSI to some
-/// terminals. Outside strings JSON text is ASCII, so this only touches strings, and
-/// the document means the same.
-pub fn json_c1_escaped(json: &str) -> std::borrow::Cow<'_, str> {
-    let c1 = |c: char| ('\u{7f}'..='\u{9f}').contains(&c);
-    if !json.contains(c1) {
-        return std::borrow::Cow::Borrowed(json);
-    }
-    let mut out = String::with_capacity(json.len() + 16);
-    for c in json.chars() {
-        if c1(c) {
-            let _ = std::fmt::Write::write_fmt(&mut out, format_args!("\\u{:04x}", u32::from(c)));
-        } else {
-            out.push(c);
-        }
-    }
-    std::borrow::Cow::Owned(out)
+    out.write_all(json_terminal_safe(&text.replace('\n', "\n    ")).as_bytes())
 }
 
 /// The request's head (URL, header values) with control characters escaped, and its

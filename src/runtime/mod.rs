@@ -799,7 +799,7 @@ fn set_control(
 }
 
 /// Run a secret-store call on tokio's blocking pool: a keyring may wait on D-Bus.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, SecretError> + Send + 'static,
 ) -> Result<T, SecretError> {
     tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {

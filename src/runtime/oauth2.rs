@@ -13,6 +13,7 @@ use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as B64URL
 use serde_json::Value;
 use sha2::Digest as _;
 
+use super::blocking;
 use super::delivery::{TokenFuture, TokenProvider};
 use crate::core::model::{Auth, ClientAuth, Destination};
 use crate::core::secret::{Secret, SecretError, Secrets};
@@ -73,21 +74,6 @@ impl OAuthError {
             _ => true,
         }
     }
-}
-
-/// Run a keyring call off the async workers (it may block on D-Bus).
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, SecretError> + Send + 'static,
-) -> Result<T, OAuthError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| {
-            OAuthError::Secret(SecretError::Store {
-                name: "keyring".into(),
-                message: format!("the keyring call did not complete: {e}"),
-            })
-        })?
-        .map_err(OAuthError::Secret)
 }
 
 /// The longest lifetime a token's `expires_in` is taken at (a year): larger values,

@@ -1,9 +1,9 @@
-//! `hookline`: with no subcommand, the help (the desktop GUI comes next); otherwise
+//! `hookline`: with no subcommand, the desktop app; otherwise
 //! one of the subcommands below.
 
 use std::process::ExitCode;
 
-use clap::{CommandFactory as _, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 use hookline::cli::{self, UsageError};
 
 #[derive(Parser)]
@@ -42,10 +42,7 @@ fn main() -> ExitCode {
     // (`hookline render … | head -1`); Rust ignores SIGPIPE, so that arrives as EPIPE.
     let output_only = matches!(&cli.command, Some(Cmd::Render(_) | Cmd::Validate(_)));
     let result = match &cli.command {
-        None => {
-            let _ = Cli::command().print_help();
-            return ExitCode::SUCCESS;
-        }
+        None => hookline::ui::run().map(|()| 0),
         Some(Cmd::Render(a)) => cli::render::render(a, secrets()),
         Some(Cmd::Validate(a)) => cli::render::validate(a),
         Some(Cmd::Send(a)) => cli::send::send(a, secrets(), None),

@@ -72,6 +72,14 @@ pub enum Command {
         resume: bool,
         fingerprint: JobFingerprint,
     },
+    /// "Send this event" from the app's preview: one event through the same delivery
+    /// path as any job (retries, signing per attempt, history), and every attempt —
+    /// request and response, secrets redacted — reported as [`Update::Attempt`].
+    Probe {
+        job: String,
+        destination: Box<Destination>,
+        event: serde_json::Value,
+    },
     /// Replay a whole event set through a destination.
     ReplaySet {
         job: String,
@@ -146,6 +154,12 @@ pub enum Update {
         render_errors: u64,
         retries: u64,
     },
+    /// One attempt of a [`Command::Probe`] job: what was sent and what came back,
+    /// secrets redacted (the response body at most 64 KiB).
+    Attempt {
+        job: String,
+        attempt: Box<crate::core::job::AttemptLog>,
+    },
     Retrying {
         job: String,
         request_no: u64,
@@ -211,6 +225,43 @@ pub enum Update {
         job: Option<String>,
         message: String,
     },
+}
+
+/// The log of a probe job: everything goes to the runtime's log as for any job, and
+/// each attempt is also reported to the app.
+struct ProbeLog {
+    inner: Arc<dyn JobLog>,
+    updates: UpdateTx,
+}
+
+impl JobLog for ProbeLog {
+    fn job_started(&self, job: &crate::core::job::NewJob) -> crate::core::job::Commit {
+        self.inner.job_started(job)
+    }
+    fn job_resumed(&self, job: &str) -> crate::core::job::Commit {
+        self.inner.job_resumed(job)
+    }
+    fn attempt(&self, a: crate::core::job::AttemptLog) {
+        self.updates.send(Update::Attempt {
+            job: a.job.clone(),
+            attempt: Box::new(a.clone()),
+        });
+        if self.inner.wants_attempts() {
+            self.inner.attempt(a);
+        }
+    }
+    fn events_done(&self, job: &str, events: &[usize], outcome: &Outcome) -> crate::core::job::Commit {
+        self.inner.events_done(job, events, outcome)
+    }
+    fn events_skipped(&self, job: &str, events: &[usize]) -> crate::core::job::Commit {
+        self.inner.events_skipped(job, events)
+    }
+    fn job_finished(&self, job: &str, state: &str) -> crate::core::job::Commit {
+        self.inner.job_finished(job, state)
+    }
+    fn heartbeat(&self, job: &str) {
+        self.inner.heartbeat(job);
+    }
 }
 
 /// What an authorization obtained (no token values).
@@ -385,6 +436,24 @@ async fn serve(
     let mut tasks = tokio::task::JoinSet::new();
     while let Some(mut cmd) = rx.recv().await {
         jobs.retain(|_, c| !c.is_closed());
+        let mut probe = false;
+        if let Command::Probe {
+            job,
+            destination,
+            event,
+        } = cmd
+        {
+            probe = true;
+            cmd = Command::Send {
+                job,
+                destination,
+                events: Arc::new(EventList::Values(vec![event])),
+                only: None,
+                source: "send this event (app)".into(),
+                resume: false,
+                fingerprint: JobFingerprint::default(),
+            };
+        }
         if let Command::ReplaySet {
             job,
             destination,
@@ -477,6 +546,19 @@ async fn serve(
                     }
                 } else {
                     env.clone()
+                };
+                let env = if probe {
+                    Arc::new(JobEnv {
+                        client: env.client.clone(),
+                        secrets: env.secrets.clone(),
+                        log: Arc::new(ProbeLog {
+                            inner: env.log.clone(),
+                            updates: updates.clone(),
+                        }),
+                        tokens: env.tokens.clone(),
+                    })
+                } else {
+                    env
                 };
                 let count = only.as_ref().map_or(events.len(), Vec::len);
                 updates.send(Update::JobStarted {
@@ -702,6 +784,7 @@ async fn serve(
                 });
             }
             Command::ReplaySet { .. }
+            | Command::Probe { .. }
             | Command::SendStream { .. }
             | Command::ResendFailed { .. }
             | Command::ResumeJob { .. } => unreachable!("turned into Send above"),

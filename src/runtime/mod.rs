@@ -250,7 +250,12 @@ impl JobLog for ProbeLog {
             self.inner.attempt(a);
         }
     }
-    fn events_done(&self, job: &str, events: &[usize], outcome: &Outcome) -> crate::core::job::Commit {
+    fn events_done(
+        &self,
+        job: &str,
+        events: &[usize],
+        outcome: &Outcome,
+    ) -> crate::core::job::Commit {
         self.inner.events_done(job, events, outcome)
     }
     fn events_skipped(&self, job: &str, events: &[usize]) -> crate::core::job::Commit {

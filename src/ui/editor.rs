@@ -231,7 +231,10 @@ fn body_ui(ui: &mut Ui, d: &mut Destination, errors: &[ConfigError]) {
             .show_ui(ui, |ui| {
                 let mut pick = |ui: &mut Ui, b: Body, text: &str| {
                     if ui
-                        .selectable_label(std::mem::discriminant(&d.body) == std::mem::discriminant(&b), text)
+                        .selectable_label(
+                            std::mem::discriminant(&d.body) == std::mem::discriminant(&b),
+                            text,
+                        )
                         .clicked()
                         && std::mem::discriminant(&d.body) != std::mem::discriminant(&b)
                     {
@@ -295,6 +298,7 @@ fn secret_ui(ui: &mut Ui, label: &str, name: &mut String, view: &mut SecretsView
         let status = match state {
             Some(SecretState::Set) => "set",
             Some(SecretState::NotSet) => "not set",
+            Some(SecretState::Unavailable) => "keyring unavailable (see the status bar)",
             Some(SecretState::Loading) | None => "checking…",
         };
         ui.label(format!("Secret “{name}”: {status}"));
@@ -312,7 +316,10 @@ fn secret_ui(ui: &mut Ui, label: &str, name: &mut String, view: &mut SecretsView
             "Set"
         };
         if ui
-            .add_enabled(!input.is_empty(), egui::Button::new(format!("{verb} {name}")))
+            .add_enabled(
+                !input.is_empty(),
+                egui::Button::new(format!("{verb} {name}")),
+            )
             .clicked()
         {
             let value = std::mem::take(input);
@@ -616,7 +623,12 @@ fn batching_ui(ui: &mut Ui, d: &mut Destination, errors: &[ConfigError]) {
             &mut b.max_events,
             1..=crate::core::model::MAX_BATCH_EVENTS,
         );
-        widgets::number_row(ui, "Max bytes per request", &mut b.max_bytes, 1..=100_000_000);
+        widgets::number_row(
+            ui,
+            "Max bytes per request",
+            &mut b.max_bytes,
+            1..=100_000_000,
+        );
         let current = match &b.envelope {
             Envelope::Array => 0,
             Envelope::Rows(_) => 1,
@@ -688,9 +700,19 @@ fn delivery_ui(ui: &mut Ui, d: &mut Destination, errors: &[ConfigError]) {
         if let Some(r) = &mut p.rate_limit {
             widgets::number_row(ui, "Requests per second", r, 0.01..=100_000.0);
         }
-        widgets::number_row(ui, "First backoff (ms)", &mut p.backoff_initial_ms, 0..=600_000);
+        widgets::number_row(
+            ui,
+            "First backoff (ms)",
+            &mut p.backoff_initial_ms,
+            0..=600_000,
+        );
         widgets::number_row(ui, "Max backoff (ms)", &mut p.backoff_max_ms, 0..=3_600_000);
-        widgets::number_row(ui, "Retry-After cap (s)", &mut p.retry_after_cap_s, 0..=86_400);
+        widgets::number_row(
+            ui,
+            "Retry-After cap (s)",
+            &mut p.retry_after_cap_s,
+            0..=86_400,
+        );
         ui.checkbox(
             &mut d.accept_invalid_certs,
             "Accept invalid TLS certificates (testing only)",

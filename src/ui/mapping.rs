@@ -181,23 +181,29 @@ pub fn mapping_ui(app: &mut HooklineApp, ui: &mut Ui) {
     super::preview::refresh(app);
     super::preview::event_bar_ui(app, ui);
     ui.separator();
-    let avail = ui.available_height();
-    ui.columns(3, |cols| {
-        egui::ScrollArea::vertical()
-            .id_salt("tree")
-            .max_height(avail)
-            .auto_shrink([false, false])
-            .show(&mut cols[0], |ui| tree_ui(app, ui));
-        egui::ScrollArea::vertical()
+    egui::Panel::left("mapping-tree")
+        .resizable(true)
+        .default_size(300.0)
+        .show(ui, |ui| {
+            egui::ScrollArea::both()
+                .id_salt("tree")
+                .auto_shrink([false, false])
+                .show(ui, |ui| tree_ui(app, ui));
+        });
+    egui::Panel::right("mapping-output")
+        .resizable(true)
+        .default_size(320.0)
+        .show(ui, |ui| {
+            egui::ScrollArea::both()
+                .id_salt("output")
+                .auto_shrink([false, false])
+                .show(ui, |ui| output_ui(app, ui));
+        });
+    egui::CentralPanel::default().show(ui, |ui| {
+        egui::ScrollArea::both()
             .id_salt("rows")
-            .max_height(avail)
             .auto_shrink([false, false])
-            .show(&mut cols[1], |ui| rows_ui(app, ui));
-        egui::ScrollArea::vertical()
-            .id_salt("output")
-            .max_height(avail)
-            .auto_shrink([false, false])
-            .show(&mut cols[2], |ui| output_ui(app, ui));
+            .show(ui, |ui| rows_ui(app, ui));
     });
 }
 
@@ -205,7 +211,8 @@ fn tree_ui(app: &mut HooklineApp, ui: &mut Ui) {
     ui.label(RichText::new("Event").strong());
     ui.horizontal(|ui| {
         let l = ui.label("Search event");
-        ui.text_edit_singleline(&mut app.tree_search).labelled_by(l.id);
+        ui.text_edit_singleline(&mut app.tree_search)
+            .labelled_by(l.id);
     });
     let Some(event) = app.current_event().cloned() else {
         ui.label("No event: import a file or pick an event set.");
@@ -262,7 +269,7 @@ enum Kind {
 }
 
 fn rows_ui(app: &mut HooklineApp, ui: &mut Ui) {
-    ui.label(RichText::new("Mapping").strong());
+    ui.label(RichText::new("Mapping rows").strong());
     let errors = super::preview::config_errors(app);
     let trace = app.live.trace.clone();
     let Some(mut rows) = app.destination().map(|d| d.mapping.clone()) else {
@@ -278,7 +285,7 @@ fn rows_ui(app: &mut HooklineApp, ui: &mut Ui) {
                     ui.label("☰").on_hover_text("Drag to reorder");
                 });
                 ui.label(format!("{}", i + 1));
-                widgets::cell(ui, &mut row.target, &format!("Row {} target", i + 1), 120.0);
+                widgets::cell(ui, &mut row.target, &format!("Row {} target", i + 1), 110.0);
                 let kind = if row.template.is_some() {
                     Kind::Template
                 } else if row.literal.is_some() && row.source.is_none() {
@@ -317,28 +324,29 @@ fn rows_ui(app: &mut HooklineApp, ui: &mut Ui) {
                 match pick {
                     Kind::Path => {
                         let s = row.source.get_or_insert_with(String::new);
-                        widgets::cell(ui, s, &label, 200.0);
+                        widgets::cell(ui, s, &label, 180.0);
                     }
                     Kind::Template => {
                         let s = row.template.get_or_insert_with(String::new);
-                        widgets::cell(ui, s, &label, 200.0);
+                        widgets::cell(ui, s, &label, 180.0);
                     }
                     Kind::Literal => {
                         let mut s = value_text(row.literal.as_ref());
-                        if widgets::cell(ui, &mut s, &label, 200.0).changed() {
-                            row.literal = Some(parse_value(&s).unwrap_or(Value::String(String::new())));
+                        if widgets::cell(ui, &mut s, &label, 180.0).changed() {
+                            row.literal =
+                                Some(parse_value(&s).unwrap_or(Value::String(String::new())));
                         }
                     }
                 }
                 if ui
-                    .add_enabled(i > 0, egui::Button::new("↑"))
+                    .add_enabled(i > 0, egui::Button::new("Up"))
                     .on_hover_text(format!("Move row {} up", i + 1))
                     .clicked()
                 {
                     moved = Some((i, i - 1));
                 }
                 if ui
-                    .add_enabled(i + 1 < n, egui::Button::new("↓"))
+                    .add_enabled(i + 1 < n, egui::Button::new("Down"))
                     .on_hover_text(format!("Move row {} down", i + 1))
                     .clicked()
                 {
@@ -377,7 +385,11 @@ fn rows_ui(app: &mut HooklineApp, ui: &mut Ui) {
                             }
                         }
                     });
-                widgets::name(ui, &combo.response, &format!("Add transform to row {}", i + 1));
+                widgets::name(
+                    ui,
+                    &combo.response,
+                    &format!("Add transform to row {}", i + 1),
+                );
                 if let Some(t) = add {
                     row.transforms.push(t);
                 }
@@ -386,7 +398,10 @@ fn rows_ui(app: &mut HooklineApp, ui: &mut Ui) {
                     row.default = parse_value(&def);
                 }
             });
-            for e in errors.iter().filter(|e| e.path.section == "mapping" && e.path.row == Some(i)) {
+            for e in errors
+                .iter()
+                .filter(|e| e.path.section == "mapping" && e.path.row == Some(i))
+            {
                 widgets::error(ui, &e.message);
             }
             if let Some(t) = trace.iter().find(|t| t.index == i) {
@@ -438,10 +453,10 @@ fn outcome_ui(ui: &mut Ui, o: &RowOutcome) {
         }
     };
     match o {
-        RowOutcome::Value(v) => ui.label(format!("→ {}", text(v))),
-        RowOutcome::Defaulted(v) => ui.label(format!("→ {} (default: source missing)", text(v))),
-        RowOutcome::Missing => ui.label("→ missing (field omitted)"),
-        RowOutcome::Null => ui.label("→ null"),
+        RowOutcome::Value(v) => ui.label(format!("= {}", text(v))),
+        RowOutcome::Defaulted(v) => ui.label(format!("= {} (default: source missing)", text(v))),
+        RowOutcome::Missing => ui.label("missing: field omitted"),
+        RowOutcome::Null => ui.label("= null"),
         RowOutcome::Error(m) => {
             ui.label(RichText::new(format!("✖ {m}")).color(ui.visuals().error_fg_color))
         }
@@ -462,7 +477,11 @@ fn output_ui(app: &mut HooklineApp, ui: &mut Ui) {
             Ok(v) => serde_json::to_string_pretty(&v).unwrap_or_default(),
             Err(_) => String::from_utf8_lossy(body).into_owned(),
         };
-        ui.label(format!("{} bytes · rendered in {} µs", body.len(), app.live.took.as_micros()));
+        ui.label(format!(
+            "{} bytes · rendered in {} µs",
+            body.len(),
+            app.live.took.as_micros()
+        ));
         let mut shown = text.as_str();
         let l = ui.label("Rendered body");
         ui.add(
@@ -524,10 +543,19 @@ fn coverage_ui(app: &mut HooklineApp, ui: &mut Ui) {
     });
     for r in &c.rows {
         if r.missing > 0 {
-            ui.label(format!("{} missing in {} of {} events", r.target, r.missing, c.events));
+            ui.label(format!(
+                "{} missing in {} of {} events",
+                r.target, r.missing, c.events
+            ));
         }
         if let Some((ev, m)) = &r.first_error {
-            widgets::error(ui, &format!("{} failed in {} events (first: event {ev}: {m})", r.target, r.error));
+            widgets::error(
+                ui,
+                &format!(
+                    "{} failed in {} events (first: event {ev}: {m})",
+                    r.target, r.error
+                ),
+            );
         }
     }
 }

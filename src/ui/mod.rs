@@ -103,6 +103,8 @@ pub enum SecretState {
     Loading,
     Set,
     NotSet,
+    /// The secret store could not be asked (no keyring on this session).
+    Unavailable,
 }
 
 pub struct HooklineApp {
@@ -166,8 +168,7 @@ impl HooklineApp {
         let mut rconf = RuntimeConfig::new(config.secrets.clone());
         let mut notices = Vec::new();
         if config.history {
-            match crate::store::history::History::open(&config.data_dir.join("history.sqlite"))
-            {
+            match crate::store::history::History::open(&config.data_dir.join("history.sqlite")) {
                 Ok(h) => {
                     let h = Arc::new(h);
                     rconf.log = Arc::new(h.writer());
@@ -294,7 +295,8 @@ impl HooklineApp {
 
     /// The event the mapping designer and preview show.
     pub fn current_event(&self) -> Option<&serde_json::Value> {
-        self.event_set().and_then(|s| s.events.get(self.event_index))
+        self.event_set()
+            .and_then(|s| s.events.get(self.event_index))
     }
 
     /// Whether a frame is waiting on background work the tests should wait for.
@@ -533,7 +535,18 @@ impl HooklineApp {
                 };
                 self.token_status.insert(destination, text);
             }
-            Update::Error { message, .. } => self.notice(true, message),
+            Update::Error { job, message } => {
+                if job.is_none() {
+                    // A secret lookup that failed: say so beside the secret.
+                    for (name, state) in &mut self.secret_state {
+                        if *state == SecretState::Loading && message.contains(&format!("`{name}`"))
+                        {
+                            *state = SecretState::Unavailable;
+                        }
+                    }
+                }
+                self.notice(true, message);
+            }
             Update::JobStarted { .. }
             | Update::Outcomes { .. }
             | Update::Dropped { .. }
@@ -638,8 +651,11 @@ impl HooklineApp {
         }
         self.last_recovery = Instant::now();
         self.recovery_written = Some(self.doc.clone());
-        self.io
-            .write_recovery(recovery_path(&self.data_dir), self.doc.clone(), self.path.clone());
+        self.io.write_recovery(
+            recovery_path(&self.data_dir),
+            self.doc.clone(),
+            self.path.clone(),
+        );
     }
 
     /// One frame: drain reports, handle keys, draw the panels, record the edit.
@@ -677,15 +693,11 @@ impl HooklineApp {
     }
 
     fn update_title(&mut self, ctx: &egui::Context) {
-        let name = self
-            .path
-            .as_deref()
-            .and_then(Path::file_name)
-            .map_or_else(|| "untitled".to_owned(), |n| n.to_string_lossy().into_owned());
-        let title = format!(
-            "{}{name} — Hookline",
-            if self.dirty() { "● " } else { "" }
+        let name = self.path.as_deref().and_then(Path::file_name).map_or_else(
+            || "untitled".to_owned(),
+            |n| n.to_string_lossy().into_owned(),
         );
+        let title = format!("{}{name} — Hookline", if self.dirty() { "● " } else { "" });
         if title != self.title {
             ctx.send_viewport_cmd(egui::ViewportCommand::Title(title.clone()));
             self.title = title;
@@ -809,7 +821,11 @@ impl HooklineApp {
             if ui.button("Save").on_hover_text("Ctrl+S").clicked() {
                 self.save();
             }
-            if ui.button("Save as…").on_hover_text("Ctrl+Shift+S").clicked() {
+            if ui
+                .button("Save as…")
+                .on_hover_text("Ctrl+Shift+S")
+                .clicked()
+            {
                 self.save_as();
             }
             ui.separator();
@@ -956,15 +972,21 @@ pub fn run() -> anyhow::Result<()> {
 
 /// A workspace for a first start: the sample destinations and its events.
 pub fn sample_workspace(workspace: &str, events: &str) -> Result<Workspace, String> {
-    let mut ws = crate::store::workspace::parse(workspace, "sample workspace")
-        .map_err(|e| e.to_string())?;
+    let mut ws =
+        crate::store::workspace::parse(workspace, "sample workspace").map_err(|e| e.to_string())?;
     crate::store::workspace::assign_ids(&mut ws);
     let imported = crate::core::import::import_bytes(events.as_bytes(), "sample events")
         .map_err(|e| e.to_string())?;
     let values: Vec<serde_json::Value> = (0..imported.events.len())
-        .filter_map(|i| imported.events.get(i).and_then(Result::ok).map(std::borrow::Cow::into_owned))
+        .filter_map(|i| {
+            imported
+                .events
+                .get(i)
+                .and_then(Result::ok)
+                .map(std::borrow::Cow::into_owned)
+        })
         .collect();
-    if !values.is_empty() {
+    if !values.is_empty() && ws.event_sets.is_empty() {
         ws.event_sets.push(EventSet {
             name: "sample events".into(),
             events: values,

@@ -62,9 +62,7 @@ pub fn refresh(app: &mut HooklineApp) {
         app.live.dest = Some(d);
         app.live.dest_gen += 1;
     }
-    let set_id = app
-        .event_set()
-        .map_or(0, |s| Arc::as_ptr(s) as usize);
+    let set_id = app.event_set().map_or(0, |s| Arc::as_ptr(s) as usize);
     let key = (
         app.live.dest_gen,
         set_id,
@@ -184,7 +182,12 @@ pub struct Comparison {
     pub problem: Option<String>,
 }
 
-fn render_all(dest: &Destination, events: &EventList, secrets: &Secrets, now: i64) -> Result<crate::core::render::RenderReport, String> {
+fn render_all(
+    dest: &Destination,
+    events: &EventList,
+    secrets: &Secrets,
+    now: i64,
+) -> Result<crate::core::render::RenderReport, String> {
     let compiled = CompiledDestination::compile(dest).map_err(|errs| {
         errs.iter()
             .map(|e| format!("{}: {}", e.field, e.message))
@@ -208,7 +211,12 @@ fn body_text(r: &RenderedRequest) -> String {
 
 /// Compare the requests two versions of a destination make from one set, at one
 /// instant (so timestamps agree), redacted.
-pub fn compare(saved: &Destination, edited: &Destination, set: &EventSet, secrets: &Secrets) -> Comparison {
+pub fn compare(
+    saved: &Destination,
+    edited: &Destination,
+    set: &EventSet,
+    secrets: &Secrets,
+) -> Comparison {
     let events = EventList::Values(set.events.clone());
     let now = chrono::Utc::now().timestamp();
     let (a, b) = match (
@@ -243,8 +251,10 @@ pub fn compare(saved: &Destination, edited: &Destination, set: &EventSet, secret
             ..Change::default()
         };
         let url = |r: &Option<RenderedRequest>| {
-            r.as_ref()
-                .map_or_else(|| "(no request)".to_owned(), |r| format!("{} {}", r.method.as_str(), r.url))
+            r.as_ref().map_or_else(
+                || "(no request)".to_owned(),
+                |r| format!("{} {}", r.method.as_str(), r.url),
+            )
         };
         let (ua, ub) = (url(&ra), url(&rb));
         if ua != ub {
@@ -364,7 +374,11 @@ fn one_request_ui(app: &mut HooklineApp, ui: &mut Ui) {
         }
         return;
     };
-    ui.label(RichText::new(format!("{} {}", r.method.as_str(), r.url)).monospace().strong());
+    ui.label(
+        RichText::new(format!("{} {}", r.method.as_str(), r.url))
+            .monospace()
+            .strong(),
+    );
     egui::Grid::new("headers").striped(true).show(ui, |ui| {
         for (k, v) in &r.headers {
             ui.label(RichText::new(k).monospace());
@@ -508,7 +522,10 @@ fn probe_ui(app: &mut HooklineApp, ui: &mut Ui) {
         };
         ui.label(RichText::new(head).strong());
         if let Some((_, wait, reason)) = p.retries.iter().find(|(n, _, _)| *n == a.attempt) {
-            ui.label(format!("Retried after {:.1} s: {reason}", wait.as_secs_f64()));
+            ui.label(format!(
+                "Retried after {:.1} s: {reason}",
+                wait.as_secs_f64()
+            ));
         }
         ui.collapsing(format!("Response headers of attempt {}", a.attempt), |ui| {
             for (k, v) in &a.response_headers {
@@ -533,7 +550,10 @@ fn probe_ui(app: &mut HooklineApp, ui: &mut Ui) {
         Some(JobEnd::Failed { error, .. }) => {
             super::widgets::error(
                 ui,
-                &format!("Not delivered{}", error.as_ref().map_or(String::new(), |e| format!(": {e}"))),
+                &format!(
+                    "Not delivered{}",
+                    error.as_ref().map_or(String::new(), |e| format!(": {e}"))
+                ),
             );
         }
         Some(JobEnd::Cancelled(_)) => {
@@ -549,7 +569,9 @@ fn set_ui(app: &mut HooklineApp, ui: &mut Ui) {
             && let (Some(d), Some(s)) = (app.destination().cloned(), app.event_set().cloned())
         {
             let secrets = app.secrets.clone();
-            app.set_preview = Some(Task::spawn(app_ctx(ui), move || render_set(&d, &s, secrets)));
+            app.set_preview = Some(Task::spawn(app_ctx(ui), move || {
+                render_set(&d, &s, secrets)
+            }));
         }
         if app.set_preview.as_ref().is_some_and(|t| !t.done()) {
             ui.spinner();
@@ -567,12 +589,15 @@ fn set_ui(app: &mut HooklineApp, ui: &mut Ui) {
         return;
     }
     ui.label(format!(
-        "{} events → {} requests, {} skipped, {} failed{}",
+        "{} events give {} requests, {} skipped, {} failed{}",
         p.events,
         p.requests.len(),
         p.skipped.len(),
         p.errors.len(),
-        took.map_or(String::new(), |t| format!(" (rendered in {} ms)", t.as_millis()))
+        took.map_or(String::new(), |t| format!(
+            " (rendered in {} ms)",
+            t.as_millis()
+        ))
     ));
     ui.label(RichText::new("Batch trace").strong());
     egui::Grid::new("batch-trace").striped(true).show(ui, |ui| {
@@ -643,11 +668,16 @@ fn compare_ui(app: &mut HooklineApp, ui: &mut Ui) {
             .add_enabled(ok, egui::Button::new("Compare with saved"))
             .on_disabled_hover_text("needs a saved version of this destination and an event set")
             .clicked()
-            && let (Some(old), Some(new), Some(set)) =
-                (saved.clone(), app.destination().cloned(), app.event_set().cloned())
+            && let (Some(old), Some(new), Some(set)) = (
+                saved.clone(),
+                app.destination().cloned(),
+                app.event_set().cloned(),
+            )
         {
             let secrets = app.secrets.clone();
-            app.compare = Some(Task::spawn(app_ctx(ui), move || compare(&old, &new, &set, &secrets)));
+            app.compare = Some(Task::spawn(app_ctx(ui), move || {
+                compare(&old, &new, &set, &secrets)
+            }));
         }
         if app.compare.as_ref().is_some_and(|t| !t.done()) {
             ui.spinner();

@@ -34,11 +34,15 @@ pub fn sidebar_ui(app: &mut HooklineApp, ui: &mut egui::Ui) {
             app.load_secrets();
         }
         let has = app.selected.is_some();
-        if ui.add_enabled(has, egui::Button::new("Duplicate")).clicked()
+        if ui
+            .add_enabled(has, egui::Button::new("Duplicate"))
+            .clicked()
             && let Some(d) = app.destination().cloned()
         {
             let mut copy = d;
-            copy.name = app.doc.unique_destination_name(&format!("{} copy", copy.name));
+            copy.name = app
+                .doc
+                .unique_destination_name(&format!("{} copy", copy.name));
             copy.id = uuid::Uuid::new_v4().to_string();
             app.doc.destinations.push(copy);
             app.selected = Some(app.doc.destinations.len() - 1);
@@ -56,7 +60,10 @@ pub fn sidebar_ui(app: &mut HooklineApp, ui: &mut egui::Ui) {
             && let Some(i) = app.selected
         {
             let d = app.doc.destinations.remove(i);
-            app.notice(false, format!("deleted “{}” (Ctrl+Z brings it back)", d.name));
+            app.notice(
+                false,
+                format!("deleted “{}” (Ctrl+Z brings it back)", d.name),
+            );
             app.selected = if app.doc.destinations.is_empty() {
                 None
             } else {
@@ -133,7 +140,10 @@ pub fn sidebar_ui(app: &mut HooklineApp, ui: &mut egui::Ui) {
             && let Some(i) = app.selected_set
         {
             let s = app.doc.sets.remove(i);
-            app.notice(false, format!("deleted set “{}” (Ctrl+Z brings it back)", s.name));
+            app.notice(
+                false,
+                format!("deleted set “{}” (Ctrl+Z brings it back)", s.name),
+            );
             app.selected_set = if app.doc.sets.is_empty() {
                 None
             } else {

@@ -6,7 +6,8 @@ use indexmap::IndexMap;
 
 /// Give a widget an accessible name without a visible label (table cells).
 pub fn name(ui: &Ui, resp: &Response, name: &str) {
-    ui.ctx().accesskit_node_builder(resp.id, |b| b.set_label(name));
+    ui.ctx()
+        .accesskit_node_builder(resp.id, |b| b.set_label(name));
 }
 
 /// A label and a one-line text field, the label naming the field.

@@ -148,20 +148,22 @@ impl Io {
 
     /// Open a workspace; with `recovery`, pick up unsaved work recorded for it.
     pub fn open(&self, path: PathBuf, recovery: Option<PathBuf>) {
-        self.spawn(move || match crate::store::workspace::load_assigning_ids(&path) {
-            Ok((doc, _)) => {
-                let recovered = recovery.and_then(|r| read_recovery(&r, &path));
-                IoDone::Opened {
-                    path,
-                    doc,
-                    recovered,
+        self.spawn(
+            move || match crate::store::workspace::load_assigning_ids(&path) {
+                Ok((doc, _)) => {
+                    let recovered = recovery.and_then(|r| read_recovery(&r, &path));
+                    IoDone::Opened {
+                        path,
+                        doc,
+                        recovered,
+                    }
                 }
-            }
-            Err(e) => IoDone::OpenFailed {
-                path,
-                error: e.to_string(),
+                Err(e) => IoDone::OpenFailed {
+                    path,
+                    error: e.to_string(),
+                },
             },
-        });
+        );
     }
 
     /// First start: write the sample workspace (with its events) and open it.
@@ -194,19 +196,21 @@ impl Io {
     }
 
     pub fn save(&self, path: PathBuf, doc: Doc, recovery: PathBuf) {
-        self.spawn(move || match crate::store::workspace::save(&path, &doc.to_workspace()) {
-            Ok(()) => {
-                let _ = std::fs::remove_file(&recovery);
-                IoDone::Saved {
-                    path,
-                    doc: Box::new(doc),
+        self.spawn(
+            move || match crate::store::workspace::save(&path, &doc.to_workspace()) {
+                Ok(()) => {
+                    let _ = std::fs::remove_file(&recovery);
+                    IoDone::Saved {
+                        path,
+                        doc: Box::new(doc),
+                    }
                 }
-            }
-            Err(e) => IoDone::SaveFailed {
-                path,
-                error: e.to_string(),
+                Err(e) => IoDone::SaveFailed {
+                    path,
+                    error: e.to_string(),
+                },
             },
-        });
+        );
     }
 
     pub fn write_recovery(&self, recovery: PathBuf, doc: Doc, path: Option<PathBuf>) {
@@ -227,9 +231,10 @@ impl Io {
 
     pub fn import(&self, path: PathBuf) {
         self.spawn(move || {
-            let name = path
-                .file_stem()
-                .map_or_else(|| "imported".to_owned(), |s| s.to_string_lossy().into_owned());
+            let name = path.file_stem().map_or_else(
+                || "imported".to_owned(),
+                |s| s.to_string_lossy().into_owned(),
+            );
             match crate::store::import::import_file(&path, false) {
                 Ok(imported) => imported_done(name, &imported),
                 Err(e) => IoDone::ImportFailed {
@@ -240,15 +245,17 @@ impl Io {
     }
 
     pub fn import_bytes(&self, name: String, bytes: Arc<[u8]>) {
-        self.spawn(move || match crate::core::import::import_bytes(&bytes, &name) {
-            Ok(imported) => {
-                let stem = name.rsplit_once('.').map_or(name.as_str(), |(s, _)| s);
-                imported_done(stem.to_owned(), &imported)
-            }
-            Err(e) => IoDone::ImportFailed {
-                error: e.to_string(),
+        self.spawn(
+            move || match crate::core::import::import_bytes(&bytes, &name) {
+                Ok(imported) => {
+                    let stem = name.rsplit_once('.').map_or(name.as_str(), |(s, _)| s);
+                    imported_done(stem.to_owned(), &imported)
+                }
+                Err(e) => IoDone::ImportFailed {
+                    error: e.to_string(),
+                },
             },
-        });
+        );
     }
 }
 

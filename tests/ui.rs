@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use base64::Engine as _;
 use egui::accesskit::Role;
 use egui_kittest::Harness;
 use egui_kittest::kittest::{By, Queryable as _};
@@ -36,6 +37,7 @@ impl FileDialogs for FakeDialogs {
     }
 }
 
+#[allow(clippy::needless_pass_by_value)]
 fn event(i: usize, email: &str, price: Value) -> Value {
     json!({
         "type": "track",
@@ -209,7 +211,9 @@ fn a_failing_row_shows_its_message_beside_it_and_the_others_their_values() {
     // Coverage over the whole set: one event fails row 2.
     click(&mut h, "Coverage over the set");
     wait(&mut h, "coverage", |a| {
-        a.coverage.as_ref().is_some_and(|t| t.done())
+        a.coverage
+            .as_ref()
+            .is_some_and(hookline::ui::work::Task::done)
     });
     assert!(
         has_text(&h, "price failed in 1 events"),
@@ -230,7 +234,7 @@ fn reveal_shows_a_secret_the_preview_otherwise_hides() {
         a.secret_state.get("pw") == Some(&SecretState::Set)
     });
     tab(&mut h, "Preview");
-    use base64::Engine as _;
+
     let basic = base64::engine::general_purpose::STANDARD.encode("svc:hunter2-secret");
     assert!(has_text(&h, "Authorization"));
     assert!(!has_text(&h, &basic), "hidden until revealed");
@@ -254,7 +258,9 @@ fn the_batch_trace_of_2500_events_at_cap_1000_shows_three_requests() {
     tab(&mut h, "Preview");
     click(&mut h, "Preview the whole set");
     wait(&mut h, "the set preview", |a| {
-        a.set_preview.as_ref().is_some_and(|t| t.done())
+        a.set_preview
+            .as_ref()
+            .is_some_and(hookline::ui::work::Task::done)
     });
     assert!(has_text(&h, "2500 events give 3 requests"));
     assert_eq!(h.query_all_by_label("event cap").count(), 2);
@@ -362,7 +368,9 @@ fn compare_with_saved_lists_the_change_a_new_transform_makes() {
     tab(&mut h, "Preview");
     click(&mut h, "Compare with saved");
     wait(&mut h, "the comparison", |a| {
-        a.compare.as_ref().is_some_and(|t| t.done())
+        a.compare
+            .as_ref()
+            .is_some_and(hookline::ui::work::Task::done)
     });
     // Row 2 fails on event 2 in both versions: 2 requests each, both changed.
     assert!(has_text(&h, "2 changed, 0 unchanged"), "counts");

@@ -131,7 +131,7 @@ pub fn editor_ui(app: &mut HooklineApp, ui: &mut Ui) {
                     .insert(d.key().to_owned(), "waiting for the browser…".into());
                 app.command(Command::Authorize {
                     destination: Box::new(d.clone()),
-                    timeout: std::time::Duration::from_secs(300),
+                    timeout: std::time::Duration::from_mins(5),
                     open_browser: true,
                 });
             }

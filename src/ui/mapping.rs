@@ -110,7 +110,9 @@ pub fn pointer_to_path(event: &Value, pointer: &str) -> String {
         match at {
             Some(Value::Array(a)) if seg.parse::<usize>().is_ok() => {
                 let i: usize = seg.parse().unwrap_or(0);
-                out.push_str(&format!("[{i}]"));
+                out.push('[');
+                out.push_str(&i.to_string());
+                out.push(']');
                 at = a.get(i);
             }
             other => {
@@ -151,7 +153,7 @@ fn target_for(pointer: &str, rows: &[MappingRow]) -> String {
     if !taken(&base) {
         return base;
     }
-    (2..)
+    (2..=rows.len() + 2)
         .map(|i| format!("{base}_{i}"))
         .find(|t| !taken(t))
         .unwrap_or(base)

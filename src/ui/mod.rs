@@ -245,16 +245,15 @@ impl HooklineApp {
                 },
             });
         }
-        match config.workspace {
-            Some(path) => app.io.open(path, Some(recovery_path(&config.data_dir))),
-            None => {
-                app.point_sample_at_receiver = config.start_receiver;
-                app.io.first_start(
-                    config.data_dir.join("workspace.json"),
-                    SAMPLE_WORKSPACE,
-                    SAMPLE_EVENTS,
-                );
-            }
+        if let Some(path) = config.workspace {
+            app.io.open(path, Some(recovery_path(&config.data_dir)));
+        } else {
+            app.point_sample_at_receiver = config.start_receiver;
+            app.io.first_start(
+                config.data_dir.join("workspace.json"),
+                SAMPLE_WORKSPACE,
+                SAMPLE_EVENTS,
+            );
         }
         app
     }
@@ -478,7 +477,6 @@ impl HooklineApp {
                 }
             }
             Update::Captured(_) => self.captured += 1,
-            Update::CapturesDropped { .. } => {}
             Update::CaptureStopped { error } => {
                 self.receiver = None;
                 if let Some(e) = error {
@@ -548,6 +546,7 @@ impl HooklineApp {
                 self.notice(true, message);
             }
             Update::JobStarted { .. }
+            | Update::CapturesDropped { .. }
             | Update::Outcomes { .. }
             | Update::Dropped { .. }
             | Update::Progress { .. } => {}
@@ -682,7 +681,7 @@ impl HooklineApp {
         self.handle_close(&ctx);
         // Typing in one field is one undo step: the focused widget is the key.
         let key = ctx
-            .memory(|m| m.focused())
+            .memory(egui::Memory::focused)
             .map_or_else(String::new, |id| format!("{id:?}"));
         self.edits.record(&self.doc, &key);
         self.autosave();
@@ -744,7 +743,7 @@ impl HooklineApp {
             ctx.memory_mut(|m| m.request_focus(egui::Id::new("sidebar-search")));
         }
         // ←/→ step through events when no text field has the keyboard.
-        if ctx.memory(|m| m.focused()).is_none() {
+        if ctx.memory(egui::Memory::focused).is_none() {
             let (prev, next) = ctx.input(|i| {
                 (
                     i.key_pressed(Key::ArrowLeft),

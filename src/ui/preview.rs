@@ -569,7 +569,7 @@ fn set_ui(app: &mut HooklineApp, ui: &mut Ui) {
             && let (Some(d), Some(s)) = (app.destination().cloned(), app.event_set().cloned())
         {
             let secrets = app.secrets.clone();
-            app.set_preview = Some(Task::spawn(app_ctx(ui), move || {
+            app.set_preview = Some(Task::spawn(Some(ui.ctx()), move || {
                 render_set(&d, &s, secrets)
             }));
         }
@@ -611,15 +611,12 @@ fn set_ui(app: &mut HooklineApp, ui: &mut Ui) {
             ui.label(format!("{}", i + 1));
             ui.label(event_range(&r.events));
             ui.label(r.bytes.to_string());
-            match &r.batch {
-                Some(b) => {
-                    ui.label(format!("{} #{}", b.group, b.seq));
-                    ui.label(b.closed_by.as_str());
-                }
-                None => {
-                    ui.label("-");
-                    ui.label("one event per request");
-                }
+            if let Some(b) = &r.batch {
+                ui.label(format!("{} #{}", b.group, b.seq));
+                ui.label(b.closed_by.as_str());
+            } else {
+                ui.label("-");
+                ui.label("one event per request");
             }
             ui.end_row();
         }
@@ -650,10 +647,6 @@ fn event_range(events: &[usize]) -> String {
     }
 }
 
-fn app_ctx(ui: &Ui) -> Option<&egui::Context> {
-    Some(ui.ctx())
-}
-
 fn compare_ui(app: &mut HooklineApp, ui: &mut Ui) {
     let saved = app.destination().and_then(|d| {
         app.saved
@@ -675,7 +668,7 @@ fn compare_ui(app: &mut HooklineApp, ui: &mut Ui) {
             )
         {
             let secrets = app.secrets.clone();
-            app.compare = Some(Task::spawn(app_ctx(ui), move || {
+            app.compare = Some(Task::spawn(Some(ui.ctx()), move || {
                 compare(&old, &new, &set, &secrets)
             }));
         }

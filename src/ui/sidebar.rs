@@ -88,7 +88,7 @@ pub fn sidebar_ui(app: &mut HooklineApp, ui: &mut egui::Ui) {
             if (ui.add_enabled(ok, egui::Button::new("Apply")).clicked() || (enter && ok))
                 && let Some(d) = app.doc.destinations.get_mut(i)
             {
-                d.name = name.trim().to_owned();
+                name.trim().clone_into(&mut d.name);
                 keep = false;
                 app.edits.record(&app.doc, "");
             }

@@ -61,7 +61,8 @@ fn unique(base: &str, taken: impl Fn(&str) -> bool) -> String {
     if !taken(base) {
         return base.to_owned();
     }
-    (2..)
+    // Bounded: a workspace has fewer than a million names.
+    (2..1_000_000)
         .map(|i| format!("{base} {i}"))
         .find(|n| !taken(n))
         .unwrap_or_else(|| base.to_owned())
@@ -101,14 +102,14 @@ impl Edits {
             .last
             .as_ref()
             .is_some_and(|(k, t)| k == key && !key.is_empty() && now.duration_since(*t) < COALESCE);
-        if !merge {
+        if merge {
+            self.base = doc.clone();
+        } else {
             self.undo
                 .push(std::mem::replace(&mut self.base, doc.clone()));
             if self.undo.len() > UNDO_DEPTH {
                 self.undo.remove(0);
             }
-        } else {
-            self.base = doc.clone();
         }
         self.redo.clear();
         self.last = Some((key.to_owned(), now));

@@ -37,8 +37,14 @@ export XDG_RUNTIME_DIR
 KEYRING_DATA="$(mktemp -d)"
 chmod 700 "$KEYRING_DATA"
 export KEYRING_DATA
-exec dbus-run-session -- sh -c '
+dbus-run-session -- sh -c '
   eval "$(printf "hookline-test\n" | XDG_DATA_HOME="$KEYRING_DATA" gnome-keyring-daemon --unlock --components=secrets)" >/dev/null
   export GNOME_KEYRING_CONTROL SSH_AUTH_SOCK
   cargo test --locked --all-targets "$@"
 ' sh "$@"
+
+# The app in a real window: the release binary under Xvfb (skip with SKIP_SMOKE=1).
+if [ -z "${SKIP_SMOKE:-}" ]; then
+  echo "==> app smoke test (Xvfb)"
+  ./scripts/smoke-app.sh
+fi

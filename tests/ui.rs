@@ -589,3 +589,63 @@ fn unsaved_work_is_recovered_after_a_crash() {
     assert_eq!(saved.destinations[0].url, "http://127.0.0.1:9/edited");
     assert!(!recovery.exists());
 }
+
+#[derive(Debug)]
+struct Dropped(PathBuf);
+
+impl egui::DroppedFile for Dropped {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+    fn bytes(&self) -> Result<Vec<u8>, String> {
+        Err("the app must read dropped files on its import thread, by path".into())
+    }
+}
+
+#[test]
+fn a_file_dropped_on_the_window_becomes_an_event_set() {
+    let ws = workspace(vec![mapped("orders", "http://127.0.0.1:9/x")], events3());
+    let (mut h, env) = start(&ws, Secrets::memory(&[]), false);
+    let file = env.data.join("dropped.json");
+    std::fs::write(&file, r#"[{"type":"track","a":1},{"type":"page"}]"#).expect("write");
+    h.input_mut().dropped_files.push(Arc::new(Dropped(file)));
+    h.run_steps(1);
+    wait(&mut h, "the import", |a| a.import_report.is_some());
+    assert!(has_text(&h, "dropped (2 events)"), "the new set is listed");
+    assert_eq!(h.state().doc.sets.len(), 2);
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::Z);
+    h.run_steps(3);
+    assert_eq!(h.state().doc.sets.len(), 1, "an import is undoable");
+}
+
+fn request_close(h: &mut Harness<'_, HooklineApp>) {
+    h.input_mut()
+        .viewports
+        .entry(egui::ViewportId::ROOT)
+        .or_default()
+        .events
+        .push(egui::ViewportEvent::Close);
+    h.run_steps(3);
+}
+
+#[test]
+fn closing_with_unsaved_changes_asks_and_save_and_close_saves() {
+    let ws = workspace(vec![mapped("orders", "http://127.0.0.1:9/x")], events3());
+    let (mut h, env) = start(&ws, Secrets::memory(&[]), false);
+    let path = env._dir.path().join("ws.json");
+    // Nothing to save: closing does not ask.
+    request_close(&mut h);
+    assert!(!has_text(&h, "Save changes before closing?"));
+    assert!(h.state().closing());
+    set_text(&mut h, "URL", "http://127.0.0.1:9/changed");
+    request_close(&mut h);
+    assert!(has_text(&h, "Save changes before closing?"), "asks");
+    click(&mut h, "Cancel");
+    assert!(!has_text(&h, "Save changes before closing?"));
+    assert!(h.state().dirty(), "still there, unsaved");
+    request_close(&mut h);
+    click(&mut h, "Save and close");
+    wait(&mut h, "the save", |a| !a.dirty());
+    let saved = hookline::store::workspace::load(&path).expect("load");
+    assert_eq!(saved.destinations[0].url, "http://127.0.0.1:9/changed");
+}

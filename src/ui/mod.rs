@@ -799,7 +799,7 @@ impl HooklineApp {
                 if ui.button("Close without saving").clicked() {
                     self.confirm_close = false;
                     self.allow_close = true;
-                    let _ = std::fs::remove_file(recovery_path(&self.data_dir));
+                    self.io.remove(recovery_path(&self.data_dir));
                     ctx.send_viewport_cmd(egui::ViewportCommand::Close);
                 }
                 if ui.button("Cancel").clicked() {

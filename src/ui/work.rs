@@ -229,6 +229,14 @@ impl Io {
         });
     }
 
+    /// Remove a file (the recovery file, when its work is given up).
+    pub fn remove(&self, path: PathBuf) {
+        self.spawn(move || {
+            let _ = std::fs::remove_file(&path);
+            IoDone::RecoveryWritten
+        });
+    }
+
     pub fn import(&self, path: PathBuf) {
         self.spawn(move || {
             let name = path.file_stem().map_or_else(

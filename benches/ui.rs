@@ -31,7 +31,10 @@ impl FileDialogs for NoDialogs {
 fn big_event(i: usize) -> Value {
     let mut props = serde_json::Map::new();
     for k in 0..100 {
-        props.insert(format!("field_{k:03}"), json!(format!("value number {k} of event {i}")));
+        props.insert(
+            format!("field_{k:03}"),
+            json!(format!("value number {k} of event {i}")),
+        );
     }
     json!({
         "type": "track", "event": "Order Completed", "userId": format!("user-{i}"),
@@ -46,7 +49,11 @@ fn mapping_200() -> Vec<MappingRow> {
         .map(|k| MappingRow {
             target: format!("out.f{k}"),
             source: Some(format!("$.properties.field_{:03}", k % 100)),
-            transforms: if k % 3 == 0 { vec!["uppercase".into()] } else { Vec::new() },
+            transforms: if k % 3 == 0 {
+                vec!["uppercase".into()]
+            } else {
+                Vec::new()
+            },
             default: (k % 7 == 0).then(|| json!("none")),
             ..MappingRow::default()
         })
@@ -55,7 +62,10 @@ fn mapping_200() -> Vec<MappingRow> {
 
 fn frame(ctx: &egui::Context, app: &mut HooklineApp) -> Duration {
     let raw = egui::RawInput {
-        screen_rect: Some(egui::Rect::from_min_size(egui::Pos2::ZERO, egui::vec2(1600.0, 1000.0))),
+        screen_rect: Some(egui::Rect::from_min_size(
+            egui::Pos2::ZERO,
+            egui::vec2(1600.0, 1000.0),
+        )),
         ..Default::default()
     };
     let t = Instant::now();
@@ -83,11 +93,18 @@ fn main() {
     d.body = hookline::core::model::Body::Mapped;
     d.mapping = mapping_200();
     let event = big_event(0);
-    println!("event size: {} bytes, mapping rows: {}", event.to_string().len(), d.mapping.len());
+    println!(
+        "event size: {} bytes, mapping rows: {}",
+        event.to_string().len(),
+        d.mapping.len()
+    );
     let ws = Workspace {
         name: "bench".into(),
         destinations: vec![d.clone()],
-        event_sets: vec![EventSet { name: "one".into(), events: vec![event] }],
+        event_sets: vec![EventSet {
+            name: "one".into(),
+            events: vec![event],
+        }],
         ..Workspace::default()
     };
     let path = dir.path().join("ws.json");
@@ -110,7 +127,11 @@ fn main() {
     }
     assert!(!app.loading, "workspace opened");
 
-    for (name, tab) in [("mapping designer", Tab::Mapping), ("preview (one event)", Tab::Preview), ("destination editor", Tab::Destination)] {
+    for (name, tab) in [
+        ("mapping designer", Tab::Mapping),
+        ("preview (one event)", Tab::Preview),
+        ("destination editor", Tab::Destination),
+    ] {
         app.tab = tab;
         for _ in 0..10 {
             frame(&ctx, &mut app);
@@ -127,13 +148,27 @@ fn main() {
             dest.mapping[0].target = format!("out.typed{k}");
         }
         keystroke.push(frame(&ctx, &mut app));
-        let body = app.live.request.as_ref().and_then(|r| r.body.clone()).unwrap_or_default();
-        assert!(String::from_utf8_lossy(&body).contains(&format!("typed{k}")), "the body follows the keystroke");
+        let body = app
+            .live
+            .request
+            .as_ref()
+            .and_then(|r| r.body.clone())
+            .unwrap_or_default();
+        assert!(
+            String::from_utf8_lossy(&body).contains(&format!("typed{k}")),
+            "the body follows the keystroke"
+        );
     }
-    println!("keystroke to updated preview body (the frame after the edit, 200 rows): {}", stats(keystroke));
+    println!(
+        "keystroke to updated preview body (the frame after the edit, 200 rows): {}",
+        stats(keystroke)
+    );
 
     // Coverage over 10 000 events (off the UI thread in the app).
-    let set = Arc::new(EventSet { name: "10k".into(), events: (0..10_000).map(big_event).collect() });
+    let set = Arc::new(EventSet {
+        name: "10k".into(),
+        events: (0..10_000).map(big_event).collect(),
+    });
     let mut small = d.clone();
     small.mapping.truncate(8);
     for (label, dest) in [("8-row mapping", &small), ("200-row mapping", &d)] {

@@ -135,3 +135,59 @@ fn unix_signal_code_is_behind_cfg_unix() {
         bad.join("\n")
     );
 }
+
+/// The app talks to the runtime only through `Command`/`Update`: it never awaits,
+/// never opens a socket or a database itself, and does not reach into the CLI.
+#[test]
+fn ui_never_awaits_and_talks_to_the_runtime_only_by_messages() {
+    let bad = offenders(
+        "src/ui",
+        &[
+            ".await",
+            "tokio",
+            "reqwest",
+            "rusqlite",
+            "crate::cli",
+            "crate::runtime::delivery",
+            "crate::runtime::oauth2",
+            "crate::capture::serve",
+            "block_on",
+        ],
+    );
+    assert!(
+        bad.is_empty(),
+        "the ui layer must stay a client of the runtime:\n{}",
+        bad.join("\n")
+    );
+}
+
+/// Frames read no files: the only disk access in the app is on its I/O thread
+/// (`work.rs`) and at start-up, before the window (`run`).
+#[test]
+fn ui_panels_touch_no_files() {
+    for panel in [
+        "src/ui/sidebar.rs",
+        "src/ui/editor.rs",
+        "src/ui/mapping.rs",
+        "src/ui/preview.rs",
+        "src/ui/widgets.rs",
+        "src/ui/state.rs",
+    ] {
+        let bad = offenders(
+            panel,
+            &[
+                "std::fs",
+                "File::",
+                "store::import",
+                "store::workspace",
+                "store::keyring",
+                "keyring_core",
+            ],
+        );
+        assert!(
+            bad.is_empty(),
+            "{panel} must not touch files or the keyring:\n{}",
+            bad.join("\n")
+        );
+    }
+}

@@ -649,3 +649,72 @@ fn closing_with_unsaved_changes_asks_and_save_and_close_saves() {
     let saved = hookline::store::workspace::load(&path).expect("load");
     assert_eq!(saved.destinations[0].url, "http://127.0.0.1:9/changed");
 }
+
+/// A new user: the sample workspace, its secrets generated, its destinations pointed
+/// at the built-in receiver — Send this event delivers at once.
+#[test]
+fn first_start_gives_a_sample_that_sends_to_the_built_in_receiver() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let secrets = Secrets::new(Arc::new(hookline::core::secret::MemorySecrets::with(&[])));
+    let config = AppConfig {
+        data_dir: data.clone(),
+        workspace: None,
+        secrets: secrets.clone(),
+        start_receiver: true,
+        history: true,
+    };
+    let app = HooklineApp::new(
+        config,
+        Box::new(FakeDialogs::default()),
+        &egui::Context::default(),
+    );
+    let mut h = Harness::builder()
+        .with_size([1400.0, 1000.0])
+        .build_ui_state(|ui, app: &mut HooklineApp| app.frame_ui(ui), app);
+    wait(
+        &mut h,
+        "the sample to open and point at the receiver",
+        |a| {
+            !a.loading
+                && a.receiver.is_some_and(|r| {
+                    a.doc.destinations[0]
+                        .url
+                        .starts_with(&format!("http://{r}/"))
+                })
+        },
+    );
+    assert!(
+        data.join("workspace.json").exists(),
+        "the sample is a file in the data directory"
+    );
+    assert!(
+        h.state().title().contains("workspace.json"),
+        "{}",
+        h.state().title()
+    );
+    wait(&mut h, "the sample's secrets", |a| {
+        ["orders-password", "orders-signing"]
+            .iter()
+            .all(|n| a.secret_state.get(*n) == Some(&SecretState::Set))
+    });
+    assert!(
+        secrets
+            .source()
+            .get("orders-password")
+            .expect("get")
+            .is_some(),
+        "generated and stored"
+    );
+    assert!(
+        !h.state().dirty(),
+        "pointing the sample at the receiver is not an unsaved edit"
+    );
+    tab(&mut h, "Preview");
+    click(&mut h, "Send this event");
+    wait(&mut h, "the response", |a| {
+        a.probe.as_ref().is_some_and(|p| p.end.is_some())
+    });
+    assert!(has_text(&h, "Attempt 1: HTTP 200"));
+    wait(&mut h, "the capture", |a| a.captured == 1);
+}

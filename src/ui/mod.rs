@@ -156,6 +156,9 @@ pub struct HooklineApp {
     pending_close: bool,
     /// Ask to close after the save in flight succeeds.
     close_after_save: bool,
+    /// First start: the sample's secrets get generated values when they are not set,
+    /// so the sample previews and sends at once.
+    seed_secrets: std::collections::HashSet<String>,
 }
 
 /// How often unsaved work is written to the recovery file.
@@ -236,6 +239,7 @@ impl HooklineApp {
             allow_close: false,
             pending_close: false,
             close_after_save: false,
+            seed_secrets: std::collections::HashSet::new(),
         };
         if config.start_receiver {
             app.command(Command::StartCapture {
@@ -249,6 +253,14 @@ impl HooklineApp {
             app.io.open(path, Some(recovery_path(&config.data_dir)));
         } else {
             app.point_sample_at_receiver = config.start_receiver;
+            app.seed_secrets = sample_workspace(SAMPLE_WORKSPACE, SAMPLE_EVENTS)
+                .map(|ws| {
+                    ws.destinations
+                        .iter()
+                        .flat_map(crate::runtime::secret_names)
+                        .collect()
+                })
+                .unwrap_or_default();
             app.io.first_start(
                 config.data_dir.join("workspace.json"),
                 SAMPLE_WORKSPACE,
@@ -315,12 +327,34 @@ impl HooklineApp {
         self.edits.reset(&self.doc);
         self.selected = (!self.doc.destinations.is_empty()).then_some(0);
         self.selected_set = (!self.doc.sets.is_empty()).then_some(0);
-        self.event_index = 0;
+        self.event_index = self.first_sent_event();
         self.live = preview::Live::default();
         self.set_preview = None;
         self.coverage = None;
         self.compare = None;
         self.load_secrets();
+    }
+
+    /// The first event (of the first 200) the selected destination would send rather
+    /// than skip by its trigger, so the screens open on something to see.
+    fn first_sent_event(&self) -> usize {
+        let (Some(d), Some(set)) = (self.destination(), self.event_set()) else {
+            return 0;
+        };
+        let Ok(c) = crate::core::render::CompiledDestination::compile(d) else {
+            return 0;
+        };
+        let ctx = crate::core::render::RenderCtx::new(crate::core::secret::Secrets::memory(&[]));
+        set.events
+            .iter()
+            .take(200)
+            .position(|e| {
+                !matches!(
+                    c.prepare(0, e, &ctx),
+                    Ok(crate::core::render::Prepared::Skipped(_))
+                )
+            })
+            .unwrap_or(0)
     }
 
     /// Ask the runtime which secrets the workspace's destinations use are set.
@@ -454,6 +488,12 @@ impl HooklineApp {
     fn apply(&mut self, u: Update) {
         match u {
             Update::SecretStatus { name, set } => {
+                if !set && self.seed_secrets.remove(&name) {
+                    self.command(Command::SetSecret {
+                        value: generated_secret(&name, &self.doc),
+                        name: name.clone(),
+                    });
+                }
                 self.secret_state.insert(
                     name,
                     if set {
@@ -472,7 +512,9 @@ impl HooklineApp {
             }
             Update::CaptureStarted { addr } => {
                 self.receiver = Some(addr);
-                if std::mem::take(&mut self.point_sample_at_receiver) && !self.loading {
+                // Before the sample is open, `apply_io` does it when it opens.
+                if self.point_sample_at_receiver && !self.loading {
+                    self.point_sample_at_receiver = false;
                     self.point_sample(addr);
                 }
             }
@@ -910,6 +952,24 @@ impl eframe::App for HooklineApp {
             storage.set_string("last_workspace", p.display().to_string());
         }
     }
+}
+
+/// A value for a sample secret: random, in the form its use needs (Standard Webhooks
+/// keys are `whsec_` + Base64).
+fn generated_secret(name: &str, doc: &Doc) -> crate::core::secret::Secret {
+    use base64::Engine as _;
+    let bytes = uuid::Uuid::new_v4();
+    let webhooks = doc.destinations.iter().any(|d| {
+        matches!(&d.signing, crate::core::model::Signing::StandardWebhooks { secret } if secret == name)
+    });
+    crate::core::secret::Secret::new(if webhooks {
+        format!(
+            "whsec_{}",
+            base64::engine::general_purpose::STANDARD.encode(bytes.as_bytes())
+        )
+    } else {
+        format!("sample-{}", bytes.simple())
+    })
 }
 
 /// The recovery file for unsaved work.

@@ -365,8 +365,11 @@ fn one_request_ui(app: &mut HooklineApp, ui: &mut Ui) {
     if let Some(why) = &app.live.skipped {
         ui.label(format!("This event is skipped by the trigger: {why}"));
     }
-    if let Some(e) = &app.live.error {
+    if let Some(e) = app.live.error.clone() {
         super::widgets::error(ui, &e.message);
+        if let crate::core::render::RenderErrorKind::MissingSecret { name } = &e.kind {
+            missing_secret_ui(app, ui, name);
+        }
     }
     let Some(r) = app.live.request.clone() else {
         if app.current_event().is_none() {
@@ -425,6 +428,32 @@ fn one_request_ui(app: &mut HooklineApp, ui: &mut Ui) {
     if let Some(d) = app.destination().cloned() {
         signature_ui(ui, &d, &r);
     }
+}
+
+/// Set a missing secret right where its absence shows.
+fn missing_secret_ui(app: &mut HooklineApp, ui: &mut Ui, name: &str) {
+    ui.horizontal(|ui| {
+        let input = app.secret_input.entry(name.to_owned()).or_default();
+        let l = ui.label(format!("New value for {name}"));
+        ui.add(
+            egui::TextEdit::singleline(input)
+                .password(true)
+                .desired_width(220.0),
+        )
+        .labelled_by(l.id);
+        if ui
+            .add_enabled(!input.is_empty(), egui::Button::new(format!("Set {name}")))
+            .clicked()
+        {
+            let value = crate::core::secret::Secret::new(std::mem::take(input));
+            app.secret_state
+                .insert(name.to_owned(), super::SecretState::Loading);
+            app.command(Command::SetSecret {
+                name: name.to_owned(),
+                value,
+            });
+        }
+    });
 }
 
 /// The signature explained: algorithm, secret, the exact bytes signed, the result,
@@ -487,7 +516,8 @@ fn signature_ui(ui: &mut Ui, d: &Destination, r: &RenderedRequest) {
 }
 
 fn probe_ui(app: &mut HooklineApp, ui: &mut Ui) {
-    let can = matches!(app.live.compiled(), Some(Ok(_))) && app.current_event().is_some();
+    // Only what the preview shows can be sent: not a skipped event, not a failed render.
+    let can = app.live.request.is_some();
     let running = app.probe.as_ref().is_some_and(|p| p.end.is_none());
     ui.horizontal(|ui| {
         if ui

@@ -78,7 +78,7 @@ fn workspace(dests: Vec<Destination>, events: Vec<Value>) -> Workspace {
 }
 
 struct Env {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     data: PathBuf,
     dialogs: FakeDialogs,
 }
@@ -103,14 +103,7 @@ fn start(ws: &Workspace, secrets: Secrets, receiver: bool) -> (Harness<'static, 
         .with_size([1400.0, 1000.0])
         .build_ui_state(|ui, app: &mut HooklineApp| app.frame_ui(ui), app);
     wait(&mut h, "the workspace to open", |a| !a.loading);
-    (
-        h,
-        Env {
-            _dir: dir,
-            data,
-            dialogs,
-        },
-    )
+    (h, Env { dir, data, dialogs })
 }
 
 /// Step frames until `cond` holds (bounded: 15 s), then a few more to draw.
@@ -632,7 +625,7 @@ fn request_close(h: &mut Harness<'_, HooklineApp>) {
 fn closing_with_unsaved_changes_asks_and_save_and_close_saves() {
     let ws = workspace(vec![mapped("orders", "http://127.0.0.1:9/x")], events3());
     let (mut h, env) = start(&ws, Secrets::memory(&[]), false);
-    let path = env._dir.path().join("ws.json");
+    let path = env.dir.path().join("ws.json");
     // Nothing to save: closing does not ask.
     request_close(&mut h);
     assert!(!has_text(&h, "Save changes before closing?"));

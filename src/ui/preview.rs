@@ -665,7 +665,9 @@ fn set_ui(app: &mut HooklineApp, ui: &mut Ui) {
 /// `1–1000` for consecutive indices (shown 1-based), else a short list.
 fn event_range(events: &[usize]) -> String {
     match (events.first(), events.last()) {
-        (Some(a), Some(b)) if b - a + 1 == events.len() && events.len() > 1 => {
+        (Some(a), Some(b))
+            if b.checked_sub(*a).map(|d| d + 1) == Some(events.len()) && events.len() > 1 =>
+        {
             format!("{}–{}", a + 1, b + 1)
         }
         _ => events

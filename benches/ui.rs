@@ -30,7 +30,7 @@ impl FileDialogs for NoDialogs {
 /// A ~5 KB track event: 100 properties.
 fn big_event(i: usize) -> Value {
     let mut props = serde_json::Map::new();
-    for k in 0..100 {
+    for k in 0..120 {
         props.insert(
             format!("field_{k:03}"),
             json!(format!("value number {k} of event {i}")),
@@ -48,7 +48,7 @@ fn mapping_200() -> Vec<MappingRow> {
     (0..200)
         .map(|k| MappingRow {
             target: format!("out.f{k}"),
-            source: Some(format!("$.properties.field_{:03}", k % 100)),
+            source: Some(format!("$.properties.field_{:03}", k % 120)),
             transforms: if k % 3 == 0 {
                 vec!["uppercase".into()]
             } else {
@@ -137,6 +137,7 @@ fn main() {
             frame(&ctx, &mut app);
         }
         let v: Vec<Duration> = (0..200).map(|_| frame(&ctx, &mut app)).collect();
+        assert!(app.live.request.is_some(), "the event renders a request");
         println!("{name}: CPU per frame {}", stats(v));
     }
 

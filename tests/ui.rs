@@ -711,3 +711,48 @@ fn first_start_gives_a_sample_that_sends_to_the_built_in_receiver() {
     assert!(has_text(&h, "Attempt 1: HTTP 200"));
     wait(&mut h, "the capture", |a| a.captured == 1);
 }
+
+#[test]
+fn get_token_fetches_an_oauth2_token_and_shows_how_long_it_lasts() {
+    use axum::routing::post;
+    let server = common::serve(axum::Router::new().route(
+        "/token",
+        post(|| async {
+            (
+                [("content-type", "application/json")],
+                r#"{"access_token": "tok-abc-123", "token_type": "Bearer", "expires_in": 3600}"#,
+            )
+        }),
+    ));
+    let mut d = mapped("orders", "http://127.0.0.1:9/x");
+    d.auth = serde_json::from_value(json!({
+        "kind": "oauth2_client_credentials",
+        "token_url": server.url("/token"),
+        "client_id": "app",
+        "client_secret": "cs"
+    }))
+    .expect("auth");
+    let (mut h, _env) = start(
+        &workspace(vec![d], events3()),
+        Secrets::memory(&[("cs", "client-secret-value")]),
+        false,
+    );
+    click(&mut h, "Get token");
+    wait(&mut h, "the token", |a| {
+        a.token_status
+            .get("orders")
+            .is_some_and(|s| s.starts_with("token"))
+    });
+    let status = h
+        .state()
+        .token_status
+        .get("orders")
+        .cloned()
+        .unwrap_or_default();
+    assert!(status.starts_with("token fetched; used for 5"), "{status}");
+    assert!(has_text(&h, "OAuth2: token fetched"));
+    assert!(
+        !has_text(&h, "tok-abc-123"),
+        "the token itself is never shown"
+    );
+}

@@ -181,10 +181,11 @@ pub enum Update {
         job: String,
         end: JobEnd,
     },
-    /// An OAuth2 token was fetched, or could not be.
+    /// An OAuth2 token was fetched (and is used for this long before a refresh, when
+    /// it expires), or could not be.
     Token {
         destination: String,
-        result: Result<(), String>,
+        result: Result<Option<Duration>, String>,
     },
     /// The URL the user must visit to authorize `destination`.
     AuthorizeUrl {
@@ -631,7 +632,7 @@ async fn serve(
                             &oauth.secrets,
                         )
                         .await
-                        .map(|_| ())
+                        .map(|_| oauth.cache.fresh_for(destination.key()))
                         .map_err(|e| e.to_string());
                     updates.send(Update::Token {
                         destination: destination.name.clone(),

@@ -252,6 +252,15 @@ fn stale_at(lifetime: Option<Duration>) -> Instant {
 }
 
 impl TokenCache {
+    /// How long the cached token of `key` is used before it is refreshed (`None`
+    /// when there is no fresh token).
+    pub fn fresh_for(&self, key: &str) -> Option<Duration> {
+        let slot = self.slot(key);
+        let c = slot.cached();
+        c.as_ref()
+            .and_then(|c| c.stale_at.checked_duration_since(Instant::now()))
+    }
+
     fn slot(&self, key: &str) -> Slot {
         self.slots
             .lock()

@@ -55,7 +55,7 @@ pub fn editor_ui(app: &mut HooklineApp, ui: &mut Ui) {
         input: &mut app.secret_input,
         actions: Vec::new(),
     };
-    let token_status = app.token_status.get(d.key()).cloned();
+    let token_status = app.token_status.get(&d.name).cloned();
     let authorize_url = app.authorize_url.clone();
     egui::ScrollArea::vertical()
         .id_salt("editor")
@@ -121,14 +121,14 @@ pub fn editor_ui(app: &mut HooklineApp, ui: &mut Ui) {
             }
             Action::FetchToken => {
                 app.token_status
-                    .insert(d.key().to_owned(), "fetching a token…".into());
+                    .insert(d.name.clone(), "fetching a token…".into());
                 app.command(Command::FetchToken {
                     destination: Box::new(d.clone()),
                 });
             }
             Action::Authorize => {
                 app.token_status
-                    .insert(d.key().to_owned(), "waiting for the browser…".into());
+                    .insert(d.name.clone(), "waiting for the browser…".into());
                 app.command(Command::Authorize {
                     destination: Box::new(d.clone()),
                     timeout: std::time::Duration::from_mins(5),

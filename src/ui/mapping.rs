@@ -66,7 +66,7 @@ pub fn coverage(dest: &Destination, set: &EventSet, secrets: Secrets) -> Coverag
         }
     };
     let ctx = RenderCtx::new(secrets);
-    let mut rows: Vec<RowCoverage> = dest
+    let empty: Vec<RowCoverage> = dest
         .mapping
         .iter()
         .map(|r| RowCoverage {
@@ -74,8 +74,57 @@ pub fn coverage(dest: &Destination, set: &EventSet, secrets: Secrets) -> Coverag
             ..RowCoverage::default()
         })
         .collect();
-    for (i, ev) in set.events.iter().enumerate() {
-        for t in compiled.trace_mapping(ev, &ctx) {
+    // Chunks of the set on every core, merged in order.
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .clamp(1, 8);
+    let chunk = set.events.len().div_ceil(threads).max(1);
+    let parts: Vec<Vec<RowCoverage>> = std::thread::scope(|s| {
+        let handles: Vec<_> = set
+            .events
+            .chunks(chunk)
+            .enumerate()
+            .map(|(n, evs)| {
+                let (compiled, ctx, mut rows) = (&compiled, &ctx, empty.clone());
+                s.spawn(move || {
+                    count(compiled, ctx, evs, n * chunk, &mut rows);
+                    rows
+                })
+            })
+            .collect();
+        handles.into_iter().filter_map(|h| h.join().ok()).collect()
+    });
+    let mut rows = empty;
+    for part in parts {
+        for (r, p) in rows.iter_mut().zip(part) {
+            r.value += p.value;
+            r.defaulted += p.defaulted;
+            r.missing += p.missing;
+            r.null += p.null;
+            r.error += p.error;
+            if r.first_error.is_none() {
+                r.first_error = p.first_error;
+            }
+        }
+    }
+    Coverage {
+        events: set.events.len(),
+        rows,
+        problem: None,
+    }
+}
+
+/// Count the outcomes of `events` (the first at index `offset` of the set).
+fn count(
+    compiled: &CompiledDestination,
+    ctx: &RenderCtx,
+    events: &[Value],
+    offset: usize,
+    rows: &mut [RowCoverage],
+) {
+    for (k, ev) in events.iter().enumerate() {
+        let i = offset + k;
+        for t in compiled.trace_mapping(ev, ctx) {
             let Some(c) = rows.get_mut(t.index) else {
                 continue;
             };
@@ -92,11 +141,6 @@ pub fn coverage(dest: &Destination, set: &EventSet, secrets: Secrets) -> Coverag
                 }
             }
         }
-    }
-    Coverage {
-        events: set.events.len(),
-        rows,
-        problem: None,
     }
 }
 

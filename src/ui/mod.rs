@@ -556,7 +556,11 @@ impl HooklineApp {
                 result,
             } => {
                 let text = match result {
-                    Ok(()) => "token fetched".to_owned(),
+                    Ok(Some(d)) => format!(
+                        "token fetched; used for {} more before it is refreshed",
+                        human_duration(d)
+                    ),
+                    Ok(None) => "token fetched".to_owned(),
                     Err(e) => format!("token failed: {e}"),
                 };
                 self.token_status.insert(destination, text);
@@ -970,6 +974,18 @@ fn generated_secret(name: &str, doc: &Doc) -> crate::core::secret::Secret {
     } else {
         format!("sample-{}", bytes.simple())
     })
+}
+
+/// `42 s`, `12 min`, `3 h`.
+fn human_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    if s < 120 {
+        format!("{s} s")
+    } else if s < 7200 {
+        format!("{} min", s / 60)
+    } else {
+        format!("{} h", s / 3600)
+    }
 }
 
 /// The recovery file for unsaved work.

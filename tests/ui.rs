@@ -756,3 +756,54 @@ fn get_token_fetches_an_oauth2_token_and_shows_how_long_it_lasts() {
         "the token itself is never shown"
     );
 }
+
+/// Broken input in the fields never panics: each gets its error beside it, and the
+/// other rows keep working.
+#[test]
+fn broken_input_in_fields_shows_errors_and_never_panics() {
+    let mut d = mapped("orders", "http://127.0.0.1:9/x");
+    d.mapping.push(
+        serde_json::from_value(json!({"target": "label", "template": "{{ event.userId }}"}))
+            .expect("row"),
+    );
+    let (mut h, _env) = start(&workspace(vec![d], events3()), Secrets::memory(&[]), false);
+    // Pasted CR/LF: URL parsers would drop them silently; the field says so instead.
+    set_text(&mut h, "URL", "http://127.0.0.1:9/x\r\nX-Evil: 1");
+    assert!(
+        has_text(&h, "contains a line break"),
+        "a URL with CR/LF is refused beside the field"
+    );
+    tab(&mut h, "Preview");
+    assert!(h.query_by_label("Send this event").is_some());
+    assert!(
+        h.state().live.request.is_none(),
+        "nothing to send while the URL is wrong"
+    );
+    tab(&mut h, "Destination");
+    set_text(&mut h, "URL", "ftp://127.0.0.1/x");
+    assert!(
+        has_text(&h, "⚠"),
+        "a URL that is not http(s) is refused beside the field"
+    );
+    set_text(&mut h, "URL", "http://127.0.0.1:9/x");
+    tab(&mut h, "Mapping");
+    set_text(&mut h, "Row 1 source", "$[");
+    assert!(
+        has_text(&h, "⚠"),
+        "a broken JSONPath is named beside its row"
+    );
+    set_text(&mut h, "Row 1 source", "$.context.traits.email");
+    set_text(&mut h, "Row 3 source", "{{ event.");
+    assert!(
+        has_text(&h, "⚠"),
+        "a template syntax error is named beside its row"
+    );
+    set_text(&mut h, "Row 3 source", "{{ event.userId }}");
+    set_text(&mut h, "Row 2 default", "{not json");
+    set_text(&mut h, "Row 1 target", "a..b[");
+    assert!(has_text(&h, "⚠"), "a bad target is named");
+    set_text(&mut h, "Row 1 target", "email");
+    assert!(!has_text(&h, "⚠"), "all fixed: no error left");
+    let body = h.get_by_label("Rendered body").value().unwrap_or_default();
+    assert!(body.contains("\"label\": \"user-0\""), "{body}");
+}

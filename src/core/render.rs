@@ -454,6 +454,13 @@ impl CompiledDestination {
             err("name", "is empty".into());
         }
         let url = tpl(&mut templates, "url", &dest.url, &mut err);
+        // URL parsers drop tabs and line breaks silently; the user should see them.
+        if dest.url.chars().any(char::is_control) {
+            err(
+                "url",
+                "contains a line break or another control character".into(),
+            );
+        }
         if authority_uses_event(&dest.url) {
             err(
                 "url",

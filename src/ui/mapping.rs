@@ -249,7 +249,7 @@ pub fn mapping_ui(app: &mut HooklineApp, ui: &mut Ui) {
         egui::ScrollArea::both()
             .id_salt("rows")
             .auto_shrink([false, false])
-            .show(ui, |ui| rows_ui(app, ui));
+            .show_viewport(ui, |ui, viewport| rows_ui(app, ui, viewport));
     });
 }
 
@@ -314,7 +314,9 @@ enum Kind {
     Template,
 }
 
-fn rows_ui(app: &mut HooklineApp, ui: &mut Ui) {
+/// The rows laid out only where the viewport shows them: a 200-row mapping costs
+/// what the dozen visible rows cost. Hidden rows keep the height they last had.
+fn rows_ui(app: &mut HooklineApp, ui: &mut Ui, viewport: egui::Rect) {
     ui.label(RichText::new("Mapping rows").strong());
     let errors = super::preview::config_errors(app);
     let trace = app.live.trace.clone();
@@ -324,7 +326,15 @@ fn rows_ui(app: &mut HooklineApp, ui: &mut Ui) {
     let mut remove = None;
     let mut moved: Option<(usize, usize)> = None;
     let n = rows.len();
+    app.row_heights.resize(n, 90.0);
+    let origin = ui.min_rect().min.y;
     for (i, row) in rows.iter_mut().enumerate() {
+        let top = ui.cursor().min.y - origin;
+        let height = app.row_heights[i];
+        if top + height < viewport.min.y || top > viewport.max.y {
+            ui.allocate_space(egui::vec2(ui.available_width(), height));
+            continue;
+        }
         let frame = egui::Frame::group(ui.style()).show(ui, |ui| {
             ui.horizontal(|ui| {
                 ui.dnd_drag_source(egui::Id::new(("row-drag", i)), i, |ui| {
@@ -454,6 +464,7 @@ fn rows_ui(app: &mut HooklineApp, ui: &mut Ui) {
                 outcome_ui(ui, &t.outcome);
             }
         });
+        app.row_heights[i] = frame.response.rect.height();
         if let Some(from) = frame.response.dnd_release_payload::<usize>() {
             moved = Some((*from, i));
         }

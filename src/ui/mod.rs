@@ -139,6 +139,8 @@ pub struct HooklineApp {
     pub token_status: HashMap<String, String>,
     pub authorize_url: Option<String>,
     pub live: preview::Live,
+    /// The mapping rows' heights as last drawn (rows out of view are not drawn).
+    pub row_heights: Vec<f32>,
     pub set_preview: Option<Task<preview::SetPreview>>,
     pub coverage: Option<Task<mapping::Coverage>>,
     pub compare: Option<Task<preview::Comparison>>,
@@ -224,6 +226,7 @@ impl HooklineApp {
             token_status: HashMap::new(),
             authorize_url: None,
             live: preview::Live::default(),
+            row_heights: Vec::new(),
             set_preview: None,
             coverage: None,
             compare: None,

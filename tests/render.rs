@@ -799,7 +799,9 @@ fn a_url_with_a_line_break_is_a_config_error_not_silently_cleaned() {
     use hookline::core::render::CompiledDestination;
     for url in ["http://127.0.0.1/x\r\nX-Evil: 1", "http://127.0.0.1/a\tb"] {
         let d = hookline::core::model::Destination::new("d", url);
-        let errs = CompiledDestination::compile(&d).err().expect("refused");
+        let Err(errs) = CompiledDestination::compile(&d) else {
+            panic!("{url:?} was accepted");
+        };
         assert!(
             errs.iter()
                 .any(|e| e.path.section == "url" && e.message.contains("line break")),

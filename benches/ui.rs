@@ -117,7 +117,7 @@ fn main() {
         start_receiver: false,
         history: false,
     };
-    let mut app = HooklineApp::new(config, Box::new(NoDialogs), &ctx);
+    let mut app = HooklineApp::new(config, Arc::new(NoDialogs), &ctx);
     for _ in 0..500 {
         frame(&ctx, &mut app);
         if !app.loading {

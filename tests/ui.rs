@@ -98,7 +98,7 @@ fn start(ws: &Workspace, secrets: Secrets, receiver: bool) -> (Harness<'static, 
         history: true,
     };
     let ctx = egui::Context::default();
-    let app = HooklineApp::new(config, Box::new(dialogs.clone()), &ctx);
+    let app = HooklineApp::new(config, Arc::new(dialogs.clone()), &ctx);
     let mut h = Harness::builder()
         .with_size([1400.0, 1000.0])
         .build_ui_state(|ui, app: &mut HooklineApp| app.frame_ui(ui), app);
@@ -547,7 +547,7 @@ fn unsaved_work_is_recovered_after_a_crash() {
         };
         let app = HooklineApp::new(
             config,
-            Box::new(FakeDialogs::default()),
+            Arc::new(FakeDialogs::default()),
             &egui::Context::default(),
         );
         Harness::builder()
@@ -659,7 +659,7 @@ fn first_start_gives_a_sample_that_sends_to_the_built_in_receiver() {
     };
     let app = HooklineApp::new(
         config,
-        Box::new(FakeDialogs::default()),
+        Arc::new(FakeDialogs::default()),
         &egui::Context::default(),
     );
     let mut h = Harness::builder()
@@ -806,4 +806,32 @@ fn broken_input_in_fields_shows_errors_and_never_panics() {
     assert!(!has_text(&h, "⚠"), "all fixed: no error left");
     let body = h.get_by_label("Rendered body").value().unwrap_or_default();
     assert!(body.contains("\"label\": \"user-0\""), "{body}");
+}
+
+#[test]
+fn save_as_writes_a_new_file_and_the_title_follows_it() {
+    let ws = workspace(vec![mapped("orders", "http://127.0.0.1:9/x")], events3());
+    let (mut h, env) = start(&ws, Secrets::memory(&[]), false);
+    set_text(&mut h, "URL", "http://127.0.0.1:9/saved-as");
+    assert!(h.state().title().starts_with('●'));
+    // Opening another workspace with unsaved changes is refused, not a loss.
+    click(&mut h, "Open…");
+    assert!(has_text(&h, "before opening another workspace"));
+    let target = env.dir.path().join("copy.json");
+    *env.dialogs.save.lock().expect("lock") = Some(target.clone());
+    h.key_press_modifiers(
+        egui::Modifiers::COMMAND | egui::Modifiers::SHIFT,
+        egui::Key::S,
+    );
+    wait(&mut h, "the save", |a| {
+        a.path.as_deref() == Some(target.as_path()) && !a.dirty()
+    });
+    assert_eq!(h.state().title(), "copy.json — Hookline");
+    let saved = hookline::store::workspace::load(&target).expect("load");
+    assert_eq!(saved.destinations[0].url, "http://127.0.0.1:9/saved-as");
+    assert_eq!(
+        saved.event_sets[0].events.len(),
+        3,
+        "event sets are saved too"
+    );
 }

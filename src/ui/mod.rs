@@ -41,8 +41,9 @@ pub struct AppConfig {
     pub history: bool,
 }
 
-/// File dialogs, behind a trait so tests never open one.
-pub trait FileDialogs: Send {
+/// File dialogs, behind a trait so tests never open one. They are shown from an I/O
+/// thread: a frame never waits on a dialog.
+pub trait FileDialogs: Send + Sync {
     fn open_workspace(&self) -> Option<PathBuf>;
     fn save_workspace(&self, suggested: &str) -> Option<PathBuf>;
     fn import_events(&self) -> Vec<PathBuf>;
@@ -144,7 +145,7 @@ pub struct HooklineApp {
     pub set_preview: Option<Task<preview::SetPreview>>,
     pub coverage: Option<Task<mapping::Coverage>>,
     pub compare: Option<Task<preview::Comparison>>,
-    pub dialogs: Box<dyn FileDialogs>,
+    pub dialogs: Arc<dyn FileDialogs>,
     runtime: Option<Runtime>,
     updates: Option<mpsc::Receiver<Update>>,
     io: Io,
@@ -169,7 +170,7 @@ const RECOVERY_EVERY: Duration = Duration::from_secs(5);
 impl HooklineApp {
     /// Build the app: start the runtime (and the receiver), and begin loading the
     /// workspace in the background. `repaint` is called when the runtime has news.
-    pub fn new(config: AppConfig, dialogs: Box<dyn FileDialogs>, ctx: &egui::Context) -> Self {
+    pub fn new(config: AppConfig, dialogs: Arc<dyn FileDialogs>, ctx: &egui::Context) -> Self {
         let mut rconf = RuntimeConfig::new(config.secrets.clone());
         let mut notices = Vec::new();
         if config.history {
@@ -432,9 +433,12 @@ impl HooklineApp {
                 &self.doc.name
             }
         );
-        if let Some(p) = self.dialogs.save_workspace(&suggested) {
-            self.save_to(p);
-        }
+        self.io.save_dialog(
+            self.dialogs.clone(),
+            suggested,
+            self.doc.clone(),
+            recovery_path(&self.data_dir),
+        );
     }
 
     pub fn save_to(&mut self, path: PathBuf) {
@@ -442,10 +446,16 @@ impl HooklineApp {
             .save(path, self.doc.clone(), recovery_path(&self.data_dir));
     }
 
+    /// Open another workspace. With unsaved changes it refuses, so nothing is lost.
     pub fn open_dialog(&mut self) {
-        if let Some(p) = self.dialogs.open_workspace() {
-            self.open(p);
+        if self.dirty() {
+            self.notice(
+                true,
+                "save (Ctrl+S) or undo your changes before opening another workspace",
+            );
+            return;
         }
+        self.io.open_dialog(self.dialogs.clone());
     }
 
     pub fn open(&mut self, path: PathBuf) {
@@ -454,9 +464,7 @@ impl HooklineApp {
     }
 
     pub fn import_dialog(&mut self) {
-        for p in self.dialogs.import_events() {
-            self.io.import(p);
-        }
+        self.io.import_dialog(self.dialogs.clone());
     }
 
     /// Import a file as a new event set (also what dropping a file does).
@@ -1030,7 +1038,10 @@ pub fn run() -> anyhow::Result<()> {
                 .map(PathBuf::from);
             let default_ws = data_dir.join("workspace.json");
             // The sample is created only when there is no workspace yet.
-            let workspace = last.or_else(|| default_ws.exists().then_some(default_ws));
+            // A last workspace that was moved away: the default one, or a first start.
+            let workspace = last
+                .filter(|p| p.exists())
+                .or_else(|| default_ws.exists().then_some(default_ws));
             let config = AppConfig {
                 data_dir: data_dir.clone(),
                 workspace,
@@ -1040,7 +1051,7 @@ pub fn run() -> anyhow::Result<()> {
             };
             Ok(Box::new(HooklineApp::new(
                 config,
-                Box::new(SystemDialogs),
+                Arc::new(SystemDialogs),
                 &cc.egui_ctx,
             )))
         }),

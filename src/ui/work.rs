@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use serde_json::Value;
 
+use super::FileDialogs;
 use super::state::Doc;
 use crate::core::model::Workspace;
 
@@ -118,6 +119,11 @@ impl Io {
     }
 
     fn spawn(&self, f: impl FnOnce() -> IoDone + Send + 'static) {
+        self.spawn_many(move || vec![f()]);
+    }
+
+    /// Run `f` on an I/O thread; each result it gives is reported.
+    fn spawn_many(&self, f: impl FnOnce() -> Vec<IoDone> + Send + 'static) {
         use std::sync::atomic::Ordering;
         let tx = self.tx.clone();
         let ctx = self.ctx.clone();
@@ -126,7 +132,9 @@ impl Io {
         let spawned = std::thread::Builder::new()
             .name("hookline-io".into())
             .spawn(move || {
-                let _ = tx.send(f());
+                for done in f() {
+                    let _ = tx.send(done);
+                }
                 count.fetch_sub(1, Ordering::SeqCst);
                 ctx.request_repaint();
             });
@@ -148,22 +156,46 @@ impl Io {
 
     /// Open a workspace; with `recovery`, pick up unsaved work recorded for it.
     pub fn open(&self, path: PathBuf, recovery: Option<PathBuf>) {
-        self.spawn(
-            move || match crate::store::workspace::load_assigning_ids(&path) {
-                Ok((doc, _)) => {
-                    let recovered = recovery.and_then(|r| read_recovery(&r, &path));
-                    IoDone::Opened {
-                        path,
-                        doc,
-                        recovered,
-                    }
-                }
-                Err(e) => IoDone::OpenFailed {
-                    path,
-                    error: e.to_string(),
-                },
-            },
-        );
+        self.spawn(move || open_file(path, recovery));
+    }
+
+    /// Ask for a workspace (the dialog waits on this thread, not in a frame), then open it.
+    pub fn open_dialog(&self, dialogs: Arc<dyn FileDialogs>) {
+        self.spawn_many(move || {
+            dialogs
+                .open_workspace()
+                .map(|p| open_file(p, None))
+                .into_iter()
+                .collect()
+        });
+    }
+
+    /// Ask where to save, then save `doc` there.
+    pub fn save_dialog(
+        &self,
+        dialogs: Arc<dyn FileDialogs>,
+        suggested: String,
+        doc: Doc,
+        recovery: PathBuf,
+    ) {
+        self.spawn_many(move || {
+            dialogs
+                .save_workspace(&suggested)
+                .map(|p| save_file(p, doc, &recovery))
+                .into_iter()
+                .collect()
+        });
+    }
+
+    /// Ask for event files, then import each.
+    pub fn import_dialog(&self, dialogs: Arc<dyn FileDialogs>) {
+        self.spawn_many(move || {
+            dialogs
+                .import_events()
+                .into_iter()
+                .map(import_file)
+                .collect()
+        });
     }
 
     /// First start: write the sample workspace (with its events) and open it.
@@ -196,21 +228,7 @@ impl Io {
     }
 
     pub fn save(&self, path: PathBuf, doc: Doc, recovery: PathBuf) {
-        self.spawn(
-            move || match crate::store::workspace::save(&path, &doc.to_workspace()) {
-                Ok(()) => {
-                    let _ = std::fs::remove_file(&recovery);
-                    IoDone::Saved {
-                        path,
-                        doc: Box::new(doc),
-                    }
-                }
-                Err(e) => IoDone::SaveFailed {
-                    path,
-                    error: e.to_string(),
-                },
-            },
-        );
+        self.spawn(move || save_file(path, doc, &recovery));
     }
 
     pub fn write_recovery(&self, recovery: PathBuf, doc: Doc, path: Option<PathBuf>) {
@@ -238,18 +256,7 @@ impl Io {
     }
 
     pub fn import(&self, path: PathBuf) {
-        self.spawn(move || {
-            let name = path.file_stem().map_or_else(
-                || "imported".to_owned(),
-                |s| s.to_string_lossy().into_owned(),
-            );
-            match crate::store::import::import_file(&path, false) {
-                Ok(imported) => imported_done(name, &imported),
-                Err(e) => IoDone::ImportFailed {
-                    error: e.to_string(),
-                },
-            }
-        });
+        self.spawn(move || import_file(path));
     }
 
     pub fn import_bytes(&self, name: String, bytes: Arc<[u8]>) {
@@ -264,6 +271,52 @@ impl Io {
                 },
             },
         );
+    }
+}
+
+fn open_file(path: PathBuf, recovery: Option<PathBuf>) -> IoDone {
+    match crate::store::workspace::load_assigning_ids(&path) {
+        Ok((doc, _)) => {
+            let recovered = recovery.and_then(|r| read_recovery(&r, &path));
+            IoDone::Opened {
+                path,
+                doc,
+                recovered,
+            }
+        }
+        Err(e) => IoDone::OpenFailed {
+            path,
+            error: e.to_string(),
+        },
+    }
+}
+
+fn save_file(path: PathBuf, doc: Doc, recovery: &std::path::Path) -> IoDone {
+    match crate::store::workspace::save(&path, &doc.to_workspace()) {
+        Ok(()) => {
+            let _ = std::fs::remove_file(recovery);
+            IoDone::Saved {
+                path,
+                doc: Box::new(doc),
+            }
+        }
+        Err(e) => IoDone::SaveFailed {
+            path,
+            error: e.to_string(),
+        },
+    }
+}
+
+fn import_file(path: PathBuf) -> IoDone {
+    let name = path.file_stem().map_or_else(
+        || "imported".to_owned(),
+        |s| s.to_string_lossy().into_owned(),
+    );
+    match crate::store::import::import_file(&path, false) {
+        Ok(imported) => imported_done(name, &imported),
+        Err(e) => IoDone::ImportFailed {
+            error: e.to_string(),
+        },
     }
 }
 

@@ -256,7 +256,7 @@ impl Io {
     }
 
     pub fn import(&self, path: PathBuf) {
-        self.spawn(move || import_file(path));
+        self.spawn(move || import_file(&path));
     }
 
     pub fn import_bytes(&self, name: String, bytes: Arc<[u8]>) {
@@ -307,12 +307,12 @@ fn save_file(path: PathBuf, doc: Doc, recovery: &std::path::Path) -> IoDone {
     }
 }
 
-fn import_file(path: PathBuf) -> IoDone {
+fn import_file(path: &std::path::Path) -> IoDone {
     let name = path.file_stem().map_or_else(
         || "imported".to_owned(),
         |s| s.to_string_lossy().into_owned(),
     );
-    match crate::store::import::import_file(&path, false) {
+    match crate::store::import::import_file(path, false) {
         Ok(imported) => imported_done(name, &imported),
         Err(e) => IoDone::ImportFailed {
             error: e.to_string(),

@@ -192,8 +192,8 @@ impl Io {
         self.spawn_many(move || {
             dialogs
                 .import_events()
-                .into_iter()
-                .map(import_file)
+                .iter()
+                .map(|p| import_file(p))
                 .collect()
         });
     }

@@ -835,3 +835,43 @@ fn save_as_writes_a_new_file_and_the_title_follows_it() {
         "event sets are saved too"
     );
 }
+
+#[test]
+fn dragging_a_row_by_its_handle_reorders_the_mapping() {
+    let ws = workspace(vec![mapped("orders", "http://127.0.0.1:9/x")], events3());
+    let (mut h, _env) = start(&ws, Secrets::memory(&[]), false);
+    tab(&mut h, "Mapping");
+    let handle = h
+        .get_all_by_label("☰")
+        .next()
+        .expect("row 1's handle")
+        .rect()
+        .center();
+    let onto = h.get_by_label("Row 2 target").rect().center();
+    h.hover_at(handle);
+    h.run_steps(1);
+    h.drag_at(handle);
+    h.run_steps(1);
+    for k in 1..=10 {
+        h.hover_at(handle + (onto - handle) * (k as f32 / 10.0));
+        h.run_steps(1);
+    }
+    h.drop_at(onto);
+    h.run_steps(3);
+    let targets: Vec<String> = h
+        .state()
+        .destination()
+        .expect("d")
+        .mapping
+        .iter()
+        .map(|r| r.target.clone())
+        .collect();
+    assert_eq!(targets, ["price", "email"], "row 1 moved below row 2");
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::Z);
+    h.run_steps(3);
+    assert_eq!(
+        h.state().destination().expect("d").mapping[0].target,
+        "email",
+        "undoable"
+    );
+}

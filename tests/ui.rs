@@ -875,3 +875,51 @@ fn dragging_a_row_by_its_handle_reorders_the_mapping() {
         "undoable"
     );
 }
+
+#[test]
+fn renaming_keeps_the_id_and_duplicates_get_their_own() {
+    let ws = workspace(
+        vec![
+            mapped("orders", "http://127.0.0.1:9/x"),
+            mapped("other", "http://127.0.0.1:9/y"),
+        ],
+        events3(),
+    );
+    let (mut h, _env) = start(&ws, Secrets::memory(&[]), false);
+    click(&mut h, "orders");
+    click(&mut h, "Rename");
+    set_text(&mut h, "New name", "other");
+    assert!(
+        has_text(&h, "another destination has this name"),
+        "names stay unique"
+    );
+    set_text(&mut h, "New name", "orders v2");
+    click(&mut h, "Apply");
+    let d = h.state().destination().expect("d").clone();
+    assert_eq!(
+        (d.name.as_str(), d.id.as_str()),
+        ("orders v2", "id-orders"),
+        "history follows the id"
+    );
+    click(&mut h, "Duplicate");
+    let copy = h.state().destination().expect("copy").clone();
+    assert_eq!(copy.name, "orders v2 copy");
+    assert_ne!(copy.id, d.id);
+    assert_eq!(copy.mapping, d.mapping);
+    click(&mut h, "Rename set");
+    set_text(&mut h, "New name", "checkout events");
+    click(&mut h, "Apply");
+    assert!(has_text(&h, "checkout events (3 events)"));
+    click(&mut h, "Duplicate set");
+    assert!(has_text(&h, "checkout events copy (3 events)"));
+    click(&mut h, "New set");
+    assert!(has_text(&h, "new events (0 events)"));
+    // Four steps back: the new set, the set copy, the set rename, the copy.
+    for _ in 0..4 {
+        h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::Z);
+        h.run_steps(2);
+    }
+    assert_eq!(h.state().doc.sets[0].name, "events");
+    assert_eq!(h.state().doc.sets.len(), 1);
+    assert_eq!(h.state().doc.destinations.len(), 2);
+}

@@ -134,7 +134,7 @@ pub struct HooklineApp {
     pub probe: Option<Probe>,
     pub receiver: Option<std::net::SocketAddr>,
     pub captured: u64,
-    pub renaming: Option<(usize, String)>,
+    pub renaming: Option<sidebar::Rename>,
     pub confirm_close: bool,
     pub loading: bool,
     pub token_status: HashMap<String, String>,

@@ -2,7 +2,15 @@
 //! delete (undoable), search, import.
 
 use super::HooklineApp;
-use crate::core::model::Destination;
+use crate::core::model::{Destination, EventSet};
+
+/// A rename in progress: of a destination or (`set`) an event set.
+#[derive(Debug, Clone)]
+pub struct Rename {
+    pub set: bool,
+    pub index: usize,
+    pub name: String,
+}
 
 pub fn sidebar_ui(app: &mut HooklineApp, ui: &mut egui::Ui) {
     ui.horizontal(|ui| {
@@ -51,7 +59,11 @@ pub fn sidebar_ui(app: &mut HooklineApp, ui: &mut egui::Ui) {
         if ui.add_enabled(has, egui::Button::new("Rename")).clicked()
             && let Some(i) = app.selected
         {
-            app.renaming = Some((i, app.doc.destinations[i].name.clone()));
+            app.renaming = Some(Rename {
+                set: false,
+                index: i,
+                name: app.doc.destinations[i].name.clone(),
+            });
         }
         if ui
             .add_enabled(has, egui::Button::new("Delete destination"))
@@ -72,37 +84,7 @@ pub fn sidebar_ui(app: &mut HooklineApp, ui: &mut egui::Ui) {
             app.record_edit();
         }
     });
-    if let Some((i, mut name)) = app.renaming.take() {
-        let mut keep = true;
-        ui.horizontal(|ui| {
-            let l = ui.label("New name");
-            let r = ui.text_edit_singleline(&mut name).labelled_by(l.id);
-            let taken = app
-                .doc
-                .destinations
-                .iter()
-                .enumerate()
-                .any(|(j, d)| j != i && d.name == name.trim());
-            let ok = !name.trim().is_empty() && !taken;
-            let enter = r.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
-            if (ui.add_enabled(ok, egui::Button::new("Apply")).clicked() || (enter && ok))
-                && let Some(d) = app.doc.destinations.get_mut(i)
-            {
-                name.trim().clone_into(&mut d.name);
-                keep = false;
-                app.edits.record(&app.doc, "");
-            }
-            if ui.button("Cancel rename").clicked() {
-                keep = false;
-            }
-            if taken {
-                super::widgets::error(ui, "another destination has this name");
-            }
-        });
-        if keep {
-            app.renaming = Some((i, name));
-        }
-    }
+    rename_ui(app, ui, false);
     let needle = app.search.to_lowercase();
     egui::ScrollArea::vertical()
         .id_salt("destinations")
@@ -127,6 +109,41 @@ pub fn sidebar_ui(app: &mut HooklineApp, ui: &mut egui::Ui) {
     ui.separator();
     ui.heading("Event sets");
     ui.horizontal_wrapped(|ui| {
+        if ui.button("New set").clicked() {
+            let name = app.doc.unique_set_name("new events");
+            app.doc.sets.push(std::sync::Arc::new(EventSet {
+                name,
+                events: Vec::new(),
+            }));
+            app.selected_set = Some(app.doc.sets.len() - 1);
+            app.event_index = 0;
+            app.record_edit();
+        }
+        let has = app.selected_set.is_some();
+        if ui
+            .add_enabled(has, egui::Button::new("Duplicate set"))
+            .clicked()
+            && let Some(s) = app.event_set().cloned()
+        {
+            let name = app.doc.unique_set_name(&format!("{} copy", s.name));
+            app.doc.sets.push(std::sync::Arc::new(EventSet {
+                name,
+                events: s.events.clone(),
+            }));
+            app.selected_set = Some(app.doc.sets.len() - 1);
+            app.record_edit();
+        }
+        if ui
+            .add_enabled(has, egui::Button::new("Rename set"))
+            .clicked()
+            && let Some(i) = app.selected_set
+        {
+            app.renaming = Some(Rename {
+                set: true,
+                index: i,
+                name: app.doc.sets[i].name.clone(),
+            });
+        }
         if ui
             .button("Import events…")
             .on_hover_text("JSON, NDJSON or HAR; or drop files on the window")
@@ -153,6 +170,7 @@ pub fn sidebar_ui(app: &mut HooklineApp, ui: &mut egui::Ui) {
             app.record_edit();
         }
     });
+    rename_ui(app, ui, true);
     let mut pick = None;
     for (i, s) in app.doc.sets.iter().enumerate() {
         if !needle.is_empty() && !s.name.to_lowercase().contains(&needle) {
@@ -197,5 +215,64 @@ pub fn sidebar_ui(app: &mut HooklineApp, ui: &mut egui::Ui) {
         if close {
             app.import_report = None;
         }
+    }
+}
+
+/// The rename field, under the list it belongs to. Names stay unique and non-empty.
+fn rename_ui(app: &mut HooklineApp, ui: &mut egui::Ui, sets: bool) {
+    let Some(mut r) = app.renaming.take() else {
+        return;
+    };
+    if r.set != sets {
+        app.renaming = Some(r);
+        return;
+    }
+    let mut keep = true;
+    ui.horizontal(|ui| {
+        let l = ui.label("New name");
+        let resp = ui.text_edit_singleline(&mut r.name).labelled_by(l.id);
+        let wanted = r.name.trim().to_owned();
+        let taken = if r.set {
+            app.doc
+                .sets
+                .iter()
+                .enumerate()
+                .any(|(j, s)| j != r.index && s.name == wanted)
+        } else {
+            app.doc
+                .destinations
+                .iter()
+                .enumerate()
+                .any(|(j, d)| j != r.index && d.name == wanted)
+        };
+        let ok = !wanted.is_empty() && !taken;
+        let enter = resp.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
+        if ui.add_enabled(ok, egui::Button::new("Apply")).clicked() || (enter && ok) {
+            if r.set {
+                if let Some(s) = app.doc.sets.get_mut(r.index) {
+                    std::sync::Arc::make_mut(s).name = wanted;
+                }
+            } else if let Some(d) = app.doc.destinations.get_mut(r.index) {
+                d.name = wanted;
+            }
+            keep = false;
+            app.record_edit();
+        }
+        if ui.button("Cancel rename").clicked() {
+            keep = false;
+        }
+        if taken {
+            super::widgets::error(
+                ui,
+                if r.set {
+                    "another event set has this name"
+                } else {
+                    "another destination has this name"
+                },
+            );
+        }
+    });
+    if keep {
+        app.renaming = Some(r);
     }
 }

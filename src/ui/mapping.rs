@@ -336,7 +336,8 @@ fn rows_ui(app: &mut HooklineApp, ui: &mut Ui, viewport: egui::Rect) {
             continue;
         }
         let frame = egui::Frame::group(ui.style()).show(ui, |ui| {
-            ui.horizontal(|ui| {
+            // Wraps in a narrow column, so the row's buttons never slide out of view.
+            ui.horizontal_wrapped(|ui| {
                 ui.dnd_drag_source(egui::Id::new(("row-drag", i)), i, |ui| {
                     ui.label("☰").on_hover_text("Drag to reorder");
                 });

@@ -36,12 +36,29 @@ fn stderr(o: &Output) -> String {
 }
 
 #[test]
-fn no_subcommand_prints_help() {
-    let o = hookline(&[]);
+fn help_lists_the_commands() {
+    let o = hookline(&["--help"]);
     assert!(o.status.success());
-    for cmd in ["render", "validate", "send"] {
+    for cmd in ["render", "validate", "send", "capture", "authorize"] {
         assert!(stdout(&o).contains(cmd), "{}", stdout(&o));
     }
+}
+
+/// No subcommand opens the app; with no display it says so and exits non-zero,
+/// without a panic and without touching the user's data directory.
+#[test]
+fn no_subcommand_without_a_display_fails_with_a_clear_message() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let o = Command::new(BIN)
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .env("HOOKLINE_DATA_DIR", data.path())
+        .output()
+        .expect("runs");
+    let err = stderr(&o);
+    assert!(!o.status.success());
+    assert!(err.contains("cannot open the window"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
 }
 
 #[test]

@@ -1056,7 +1056,11 @@ pub fn run() -> anyhow::Result<()> {
             )))
         }),
     )
-    .map_err(|e| anyhow::anyhow!("cannot open the window: {e}"))
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "cannot open the window: {e} (the commands work without a display: `hookline --help`)"
+        )
+    })
 }
 
 /// A workspace for a first start: the sample destinations and its events.

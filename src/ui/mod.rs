@@ -1024,7 +1024,8 @@ pub fn run() -> anyhow::Result<()> {
             .with_title("Hookline")
             .with_inner_size([1280.0, 800.0])
             .with_min_inner_size([720.0, 480.0])
-            .with_app_id("hookline") // matches packaging/hookline.desktop,
+            // The app id matches packaging/hookline.desktop.
+            .with_app_id("hookline"),
         persistence_path: Some(data_dir.join("app-state.ron")),
         ..Default::default()
     };

@@ -303,13 +303,7 @@ fn secret_ui(ui: &mut Ui, label: &str, name: &mut String, view: &mut SecretsView
         };
         ui.label(format!("Secret “{name}”: {status}"));
         let input = view.input.entry(name.clone()).or_default();
-        let l = ui.label(format!("New value for {name}"));
-        ui.add(
-            egui::TextEdit::singleline(input)
-                .password(true)
-                .desired_width(200.0),
-        )
-        .labelled_by(l.id);
+        widgets::secret_value(ui, name, input);
         let verb = if state == Some(SecretState::Set) {
             "Replace"
         } else {
@@ -352,19 +346,7 @@ fn auth_ui(ui: &mut Ui, d: &mut Destination, errors: &[ConfigError], view: &mut 
         Auth::Oauth2ClientCredentials { .. } => 6,
         Auth::Oauth2AuthorizationCode { .. } => 7,
     };
-    let mut pick = current;
-    ui.horizontal(|ui| {
-        let l = ui.label("Auth");
-        egui::ComboBox::from_id_salt("auth-kind")
-            .selected_text(kinds[current])
-            .show_ui(ui, |ui| {
-                for (i, k) in kinds.iter().enumerate() {
-                    ui.selectable_value(&mut pick, i, *k);
-                }
-            })
-            .response
-            .labelled_by(l.id);
-    });
+    let pick = widgets::kind_picker(ui, "Auth", "auth-kind", &kinds, current);
     if pick != current {
         let secret = format!("{}-secret", d.name.replace(' ', "-"));
         d.auth = match pick {
@@ -556,19 +538,7 @@ fn signing_ui(
         Signing::StandardWebhooks { .. } => 2,
     };
     let kinds = ["None", "HMAC", "Standard Webhooks"];
-    let mut pick = current;
-    ui.horizontal(|ui| {
-        let l = ui.label("Signing");
-        egui::ComboBox::from_id_salt("signing-kind")
-            .selected_text(kinds[current])
-            .show_ui(ui, |ui| {
-                for (i, k) in kinds.iter().enumerate() {
-                    ui.selectable_value(&mut pick, i, *k);
-                }
-            })
-            .response
-            .labelled_by(l.id);
-    });
+    let pick = widgets::kind_picker(ui, "Signing", "signing-kind", &kinds, current);
     if pick != current {
         let secret = format!("{}-signing", d.name.replace(' ', "-"));
         d.signing = match pick {
@@ -635,19 +605,7 @@ fn batching_ui(ui: &mut Ui, d: &mut Destination, errors: &[ConfigError]) {
             Envelope::Template(_) => 2,
         };
         let kinds = ["JSON array", "Rows envelope", "Template"];
-        let mut pick = current;
-        ui.horizontal(|ui| {
-            let l = ui.label("Envelope");
-            egui::ComboBox::from_id_salt("envelope")
-                .selected_text(kinds[current])
-                .show_ui(ui, |ui| {
-                    for (i, k) in kinds.iter().enumerate() {
-                        ui.selectable_value(&mut pick, i, *k);
-                    }
-                })
-                .response
-                .labelled_by(l.id);
-        });
+        let pick = widgets::kind_picker(ui, "Envelope", "envelope", &kinds, current);
         if pick != current {
             b.envelope = match pick {
                 1 => Envelope::Rows(RowsEnvelope {

@@ -434,13 +434,7 @@ fn one_request_ui(app: &mut HooklineApp, ui: &mut Ui) {
 fn missing_secret_ui(app: &mut HooklineApp, ui: &mut Ui, name: &str) {
     ui.horizontal(|ui| {
         let input = app.secret_input.entry(name.to_owned()).or_default();
-        let l = ui.label(format!("New value for {name}"));
-        ui.add(
-            egui::TextEdit::singleline(input)
-                .password(true)
-                .desired_width(220.0),
-        )
-        .labelled_by(l.id);
+        super::widgets::secret_value(ui, name, input);
         if ui
             .add_enabled(!input.is_empty(), egui::Button::new(format!("Set {name}")))
             .clicked()

@@ -115,3 +115,32 @@ pub fn map_ui(
         }
     }
 }
+
+/// A labelled combo box over `kinds` (auth kind, signing, envelope): the index picked.
+pub fn kind_picker(ui: &mut Ui, label: &str, id: &str, kinds: &[&str], current: usize) -> usize {
+    let mut pick = current;
+    ui.horizontal(|ui| {
+        let l = ui.label(label);
+        egui::ComboBox::from_id_salt(id)
+            .selected_text(kinds.get(current).copied().unwrap_or(""))
+            .show_ui(ui, |ui| {
+                for (i, k) in kinds.iter().enumerate() {
+                    ui.selectable_value(&mut pick, i, *k);
+                }
+            })
+            .response
+            .labelled_by(l.id);
+    });
+    pick
+}
+
+/// A password field for a secret's new value, named "New value for NAME".
+pub fn secret_value(ui: &mut Ui, name: &str, input: &mut String) {
+    let l = ui.label(format!("New value for {name}"));
+    ui.add(
+        egui::TextEdit::singleline(input)
+            .password(true)
+            .desired_width(220.0),
+    )
+    .labelled_by(l.id);
+}

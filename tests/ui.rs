@@ -65,6 +65,12 @@ fn mapped(name: &str, url: &str) -> Destination {
     d
 }
 
+/// Basic auth as user `svc`, the password in the secret `secret`.
+fn basic_auth(secret: &str) -> hookline::core::model::Auth {
+    serde_json::from_value(json!({"kind": "basic", "username": "svc", "password_secret": secret}))
+        .expect("auth")
+}
+
 fn workspace(dests: Vec<Destination>, events: Vec<Value>) -> Workspace {
     Workspace {
         name: "test".into(),
@@ -217,10 +223,7 @@ fn a_failing_row_shows_its_message_beside_it_and_the_others_their_values() {
 #[test]
 fn reveal_shows_a_secret_the_preview_otherwise_hides() {
     let mut d = mapped("orders", "http://127.0.0.1:9/x");
-    d.auth = serde_json::from_value(
-        json!({"kind": "basic", "username": "svc", "password_secret": "pw"}),
-    )
-    .expect("auth");
+    d.auth = basic_auth("pw");
     let ws = workspace(vec![d], events3());
     let (mut h, _env) = start(&ws, Secrets::memory(&[("pw", "hunter2-secret")]), false);
     wait(&mut h, "the secret's status", |a| {
@@ -484,10 +487,7 @@ fn send_this_event_shows_a_503_with_retry_after_then_the_200() {
 #[test]
 fn every_control_has_an_accessible_name() {
     let mut d = mapped("orders", "http://127.0.0.1:9/x");
-    d.auth = serde_json::from_value(
-        json!({"kind": "basic", "username": "svc", "password_secret": "pw"}),
-    )
-    .expect("auth");
+    d.auth = basic_auth("pw");
     d.signing = serde_json::from_value(json!({"kind": "hmac", "secret": "sig"})).expect("signing");
     d.batching = Some(Batching::default());
     let (mut h, _env) = start(&workspace(vec![d], events3()), Secrets::memory(&[]), false);

@@ -362,6 +362,36 @@ pub struct CompiledDestination {
     /// When nothing depends on the event (batched whole events, fixed URL and
     /// headers, no trigger): the prepared shape every event shares.
     passthrough: Option<Box<PreparedEvent>>,
+    /// The passthrough is unbatched: an event's `messageId` (its idempotency key) and
+    /// whether it has override keys are read from its text, keys unescaped as a parse
+    /// sees them, without building the event.
+    passthrough_reads_ids: bool,
+}
+
+/// What the unbatched passthrough needs from an event's text: its top-level
+/// `messageId`, and whether it has a key that the full path would treat as an
+/// override (present with any value, `null` included). Duplicate keys fail the
+/// parse, so such an event takes the full path.
+#[derive(serde::Deserialize)]
+struct TopLevelIds {
+    #[serde(rename = "messageId", default)]
+    message_id: Option<Value>,
+    #[serde(default)]
+    header: Present,
+    #[serde(rename = "appendPath", default)]
+    append_path: Present,
+    #[serde(rename = "fullPath", default)]
+    full_path: Present,
+}
+
+/// A key that is there, whatever its value.
+#[derive(Default)]
+struct Present(bool);
+
+impl<'de> serde::Deserialize<'de> for Present {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(d).map(|_| Self(true))
+    }
 }
 
 /// RFC 9110 token characters, for header names.
@@ -650,11 +680,14 @@ impl CompiledDestination {
                 Secrets::new(Arc::new(redact::SentinelSecrets(1))),
             ],
             passthrough: None,
+            passthrough_reads_ids: false,
         };
         let d = &compiled.dest;
-        if d.batching
-            .as_ref()
-            .is_some_and(|b| b.envelope == Envelope::Array)
+        let unbatched = d.batching.is_none();
+        if (unbatched
+            || d.batching
+                .as_ref()
+                .is_some_and(|b| b.envelope == Envelope::Array))
             && d.body == Body::Event
             && d.method.has_body()
             && d.trigger == super::model::Trigger::default()
@@ -663,6 +696,7 @@ impl CompiledDestination {
             let ctx = RenderCtx::new(Secrets::memory(&[]));
             if let Ok(Prepared::Ready(p)) = compiled.prepare(0, &Value::Object(Map::new()), &ctx) {
                 compiled.passthrough = Some(p);
+                compiled.passthrough_reads_ids = unbatched;
             }
         }
         Ok(compiled)
@@ -1174,11 +1208,11 @@ impl CompiledDestination {
         });
         Ok(Prepared::Ready(Box::new(PreparedEvent {
             index,
-            route: Route {
+            route: Arc::new(Route {
                 method: d.method,
                 url,
                 headers,
-            },
+            }),
             body,
             message_id: event
                 .get("messageId")
@@ -1196,10 +1230,13 @@ impl CompiledDestination {
     /// `None` means "use [`prepare`](Self::prepare)".
     pub fn prepare_text(&self, index: usize, text: &str) -> Option<PreparedEvent> {
         let t = self.passthrough.as_ref()?;
-        if !self.passes_through(text) {
-            return None;
-        }
-        Some(Self::passthrough_event(t, index, text.as_bytes().to_vec()))
+        let message_id = self.passes_through(text)?;
+        Some(Self::passthrough_event(
+            t,
+            index,
+            text.as_bytes().to_vec(),
+            message_id,
+        ))
     }
 
     /// [`prepare_event_text`](Self::prepare_event_text) of an event the caller owns
@@ -1211,31 +1248,54 @@ impl CompiledDestination {
         ctx: &RenderCtx,
     ) -> Result<Prepared, RenderError> {
         if let Some(t) = &self.passthrough
-            && self.passes_through(&text)
+            && let Some(message_id) = self.passes_through(&text)
         {
             let body = text.into_boxed_bytes().into_vec();
             return Ok(Prepared::Ready(Box::new(Self::passthrough_event(
-                t, index, body,
+                t, index, body, message_id,
             ))));
         }
         self.prepare_event_text(index, &text, ctx)
     }
 
-    /// Whether an event's text is its body as is (see [`prepare_text`](Self::prepare_text)).
-    fn passes_through(&self, text: &str) -> bool {
-        self.passthrough.is_some()
-            && !(self.dest.dynamic_overrides
-                && (text.contains("\"header\"")
-                    || text.contains("\"appendPath\"")
-                    || text.contains("\"fullPath\"")))
+    /// Whether an event's text is its body as is (see [`prepare_text`](Self::prepare_text)),
+    /// and if so its `messageId` (read only when unbatched, where it is the idempotency
+    /// key). `None`: take the full path.
+    #[allow(clippy::option_option)] // "not on the fast path" vs "no messageId"
+    fn passes_through(&self, text: &str) -> Option<Option<String>> {
+        self.passthrough.as_ref()?;
+        if self.passthrough_reads_ids {
+            if !text.starts_with('{') {
+                return None;
+            }
+            let ids: TopLevelIds = serde_json::from_str(text).ok()?;
+            if self.dest.dynamic_overrides && (ids.header.0 || ids.append_path.0 || ids.full_path.0)
+            {
+                return None;
+            }
+            return Some(match ids.message_id {
+                Some(Value::String(id)) => Some(id),
+                _ => None,
+            });
+        }
+        let overrides = self.dest.dynamic_overrides
+            && (text.contains("\"header\"")
+                || text.contains("\"appendPath\"")
+                || text.contains("\"fullPath\""));
+        (!overrides).then_some(None)
     }
 
-    fn passthrough_event(t: &PreparedEvent, index: usize, body: Vec<u8>) -> PreparedEvent {
+    fn passthrough_event(
+        t: &PreparedEvent,
+        index: usize,
+        body: Vec<u8>,
+        message_id: Option<String>,
+    ) -> PreparedEvent {
         PreparedEvent {
             index,
             route: t.route.clone(),
             body: PreparedBody::Json(body),
-            message_id: None,
+            message_id,
             primary_key: Value::Null,
             jwt_claims: t.jwt_claims.clone(),
             secret_values: Vec::new(),

@@ -1026,17 +1026,13 @@ fn writer_loop(
     // Jobs that lost records nobody was waiting for (attempts, heartbeats) in a failed
     // transaction: their next acknowledgement reports it, so the job stops.
     let mut lost: std::collections::HashMap<String, String> = std::collections::HashMap::new();
-    let gather = std::env::var("HOOKLINE_GATHER_US")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map_or(COMMIT_SPACING, Duration::from_micros);
     let mut last_commit: Option<std::time::Instant> = None;
     while let Ok(first) = rx.recv() {
         batch.push(first);
         // Under load, commits are spaced: what arrives meanwhile joins the next one,
         // so a busy job pays for a commit per few dozen records, not per record. A
         // record after a quiet spell is committed at once.
-        if let Some(next) = last_commit.map(|at| at + gather) {
+        if let Some(next) = last_commit.map(|at| at + COMMIT_SPACING) {
             let now = std::time::Instant::now();
             if next > now {
                 std::thread::sleep(next - now);

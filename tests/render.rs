@@ -816,4 +816,29 @@ fn batched_whole_events_held_as_text_pass_through_unchanged() {
         .prepare_text(0, r#"{"messageId":7,"a":"\u006dessageId"}"#)
         .expect("fast path");
     assert_eq!(no_id.message_id, None);
+    // Only the top level counts; what the fast path reads is what a parse reads.
+    for t in [
+        r#"{"a":{"messageId":"x","header":1},"b":[1,{"c":"]}"}],"messageId":"y"}"#,
+        r#" { "messageId" : "y" , "n" : -1.5e3 , "t" : true } "#,
+        r#"{"messageId":"\u0079"}"#,
+        r#"{}"#,
+    ] {
+        let v: Value = serde_json::from_str(t).expect("json");
+        let hookline::core::render::Prepared::Ready(slow) =
+            unbatched.prepare(0, &v, &ctx()).expect("renders")
+        else {
+            panic!("skipped")
+        };
+        if let Some(fast) = unbatched.prepare_text(0, t) {
+            assert_eq!(fast.message_id, slow.message_id, "{t}");
+        }
+    }
+    assert_eq!(
+        unbatched
+            .prepare_text(0, r#"{"a":{"messageId":"x"},"messageId":"y"}"#)
+            .expect("fast path")
+            .message_id
+            .as_deref(),
+        Some("y")
+    );
 }

@@ -368,29 +368,116 @@ pub struct CompiledDestination {
     passthrough_reads_ids: bool,
 }
 
-/// What the unbatched passthrough needs from an event's text: its top-level
-/// `messageId`, and whether it has a key that the full path would treat as an
-/// override (present with any value, `null` included). Duplicate keys fail the
-/// parse, so such an event takes the full path.
-#[derive(serde::Deserialize)]
-struct TopLevelIds {
-    #[serde(rename = "messageId", default)]
-    message_id: Option<Value>,
-    #[serde(default)]
-    header: Present,
-    #[serde(rename = "appendPath", default)]
-    append_path: Present,
-    #[serde(rename = "fullPath", default)]
-    full_path: Present,
+/// What the unbatched passthrough needs from an event's text, read by a scan of its
+/// top level (values are stepped over, not parsed): its `messageId`, and whether it
+/// has a key the full path treats as an override (`header`, `appendPath`,
+/// `fullPath`, whatever their value). `None` when the scan cannot tell exactly as a
+/// parse would — an escape in a key or in the `messageId`, a repeated `messageId`,
+/// anything but one object — so the event takes the full path.
+fn top_level_ids(text: &str) -> Option<(Option<String>, bool)> {
+    let b = text.as_bytes();
+    let ws = |mut i: usize| {
+        while matches!(b.get(i), Some(b' ' | b'\n' | b'\r' | b'\t')) {
+            i += 1;
+        }
+        i
+    };
+    let mut i = ws(0);
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    i = ws(i + 1);
+    if b.get(i) == Some(&b'}') {
+        return (ws(i + 1) == b.len()).then_some((None, false));
+    }
+    let (mut id, mut seen_id, mut overrides) = (None, false, false);
+    loop {
+        if b.get(i) != Some(&b'"') {
+            return None;
+        }
+        let key_end = plain_string_end(b, i + 1)?;
+        let key = &b[i + 1..key_end - 1];
+        i = ws(key_end);
+        if b.get(i) != Some(&b':') {
+            return None;
+        }
+        let at = ws(i + 1);
+        i = skip_json_value(b, at)?;
+        match key {
+            b"messageId" => {
+                if seen_id {
+                    return None;
+                }
+                seen_id = true;
+                if b[at] == b'"' {
+                    let end = plain_string_end(b, at + 1)?;
+                    id = Some(text[at + 1..end - 1].to_owned());
+                }
+            }
+            b"header" | b"appendPath" | b"fullPath" => overrides = true,
+            _ => {}
+        }
+        i = ws(i);
+        match b.get(i) {
+            Some(b',') => i = ws(i + 1),
+            Some(b'}') => break,
+            _ => return None,
+        }
+    }
+    (ws(i + 1) == b.len()).then_some((id, overrides))
 }
 
-/// A key that is there, whatever its value.
-#[derive(Default)]
-struct Present(bool);
+/// The index just past a string whose contents start at `i`, when it has no escape.
+fn plain_string_end(b: &[u8], i: usize) -> Option<usize> {
+    let off = memchr::memchr2(b'"', b'\\', b.get(i..)?)?;
+    (b[i + off] == b'"').then_some(i + off + 1)
+}
 
-impl<'de> serde::Deserialize<'de> for Present {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        serde::de::IgnoredAny::deserialize(d).map(|_| Self(true))
+/// The index just past the JSON value at `i` (the text is valid JSON: only the
+/// value's extent is found). Strings are stepped over with `memchr`, escapes included.
+fn skip_json_value(b: &[u8], i: usize) -> Option<usize> {
+    fn string_end(b: &[u8], mut i: usize) -> Option<usize> {
+        loop {
+            let at = i + memchr::memchr2(b'"', b'\\', b.get(i..)?)?;
+            if b[at] == b'"' {
+                return Some(at + 1);
+            }
+            i = at + 2;
+        }
+    }
+    match *b.get(i)? {
+        b'"' => string_end(b, i + 1),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut j = i;
+            loop {
+                match *b.get(j)? {
+                    b'"' => {
+                        j = string_end(b, j + 1)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(j + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                j += 1;
+            }
+        }
+        _ => {
+            let mut j = i;
+            while let Some(c) = b.get(j) {
+                if matches!(c, b',' | b'}' | b']' | b' ' | b'\n' | b'\r' | b'\t') {
+                    break;
+                }
+                j += 1;
+            }
+            (j > i).then_some(j)
+        }
     }
 }
 
@@ -1265,18 +1352,11 @@ impl CompiledDestination {
     fn passes_through(&self, text: &str) -> Option<Option<String>> {
         self.passthrough.as_ref()?;
         if self.passthrough_reads_ids {
-            if !text.starts_with('{') {
+            let (message_id, overrides) = top_level_ids(text)?;
+            if overrides && self.dest.dynamic_overrides {
                 return None;
             }
-            let ids: TopLevelIds = serde_json::from_str(text).ok()?;
-            if self.dest.dynamic_overrides && (ids.header.0 || ids.append_path.0 || ids.full_path.0)
-            {
-                return None;
-            }
-            return Some(match ids.message_id {
-                Some(Value::String(id)) => Some(id),
-                _ => None,
-            });
+            return Some(message_id);
         }
         let overrides = self.dest.dynamic_overrides
             && (text.contains("\"header\"")

@@ -34,8 +34,11 @@ pub const MAX_JOB_EVENTS: u64 = crate::core::import::MAX_IMPORT_BYTES / 2;
 /// process died (crash, `kill -9`, power loss).
 pub const STALE_AFTER: Duration = Duration::from_secs(10);
 
-/// The least time between two commits of the writer while records keep coming.
-const COMMIT_SPACING: Duration = Duration::from_millis(1);
+/// The least time between two commits of the writer while records keep coming. A
+/// request holds its concurrency slot until its commit, so this is latency: measured
+/// with 64 requests in flight to a local sink, 250 µs gave the most requests per second
+/// (0 commits every few records and spends the CPU on commits; 1 ms waits too long).
+const COMMIT_SPACING: Duration = Duration::from_micros(250);
 
 /// How long a write waits for another connection's lock before it fails.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);

@@ -1358,10 +1358,16 @@ impl CompiledDestination {
             }
             return Some(message_id);
         }
+        // Two SIMD searches per event (`Path"` ends both path keys), built once.
+        static HEADER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+            std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"header\""));
+        static PATH: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+            std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"Path\""));
         let overrides = self.dest.dynamic_overrides
-            && (text.contains("\"header\"")
-                || text.contains("\"appendPath\"")
-                || text.contains("\"fullPath\""));
+            && (HEADER.find(text.as_bytes()).is_some()
+                || PATH.find(text.as_bytes()).is_some_and(|_| {
+                    text.contains("\"appendPath\"") || text.contains("\"fullPath\"")
+                }));
         (!overrides).then_some(None)
     }
 

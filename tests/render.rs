@@ -821,7 +821,7 @@ fn batched_whole_events_held_as_text_pass_through_unchanged() {
         r#"{"a":{"messageId":"x","header":1},"b":[1,{"c":"]}"}],"messageId":"y"}"#,
         r#" { "messageId" : "y" , "n" : -1.5e3 , "t" : true } "#,
         r#"{"messageId":"\u0079"}"#,
-        r#"{}"#,
+        "{}",
     ] {
         let v: Value = serde_json::from_str(t).expect("json");
         let hookline::core::render::Prepared::Ready(slow) =

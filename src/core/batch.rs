@@ -317,24 +317,23 @@ impl Batcher {
         }
         let mut done = Vec::new();
         // One lookup per event; a new route is hashed again only when it opens a group.
-        let at = match self.open.get_index_of(&*p.route) {
-            Some(at) => at,
-            None => {
-                self.groups += 1;
-                let key = route_key(&p.route);
-                self.open
-                    .insert_full(
-                        (*p.route).clone(),
-                        Open {
-                            events: Vec::new(),
-                            bytes: fixed,
-                            group: self.groups,
-                            key,
-                            seq: 0,
-                        },
-                    )
-                    .0
-            }
+        let at = if let Some(at) = self.open.get_index_of(&*p.route) {
+            at
+        } else {
+            self.groups += 1;
+            let key = route_key(&p.route);
+            self.open
+                .insert_full(
+                    (*p.route).clone(),
+                    Open {
+                        events: Vec::new(),
+                        bytes: fixed,
+                        group: self.groups,
+                        key,
+                        seq: 0,
+                    },
+                )
+                .0
         };
         let Some((_, open)) = self.open.get_index_mut(at) else {
             return Ok(done);

@@ -1350,6 +1350,11 @@ impl CompiledDestination {
     /// key). `None`: take the full path.
     #[allow(clippy::option_option)] // "not on the fast path" vs "no messageId"
     fn passes_through(&self, text: &str) -> Option<Option<String>> {
+        // Two SIMD searches per event (`Path"` ends both path keys), built once.
+        static HEADER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+            std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"header\""));
+        static PATH: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+            std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"Path\""));
         self.passthrough.as_ref()?;
         if self.passthrough_reads_ids {
             let (message_id, overrides) = top_level_ids(text)?;
@@ -1358,11 +1363,6 @@ impl CompiledDestination {
             }
             return Some(message_id);
         }
-        // Two SIMD searches per event (`Path"` ends both path keys), built once.
-        static HEADER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
-            std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"header\""));
-        static PATH: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
-            std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"Path\""));
         let overrides = self.dest.dynamic_overrides
             && (HEADER.find(text.as_bytes()).is_some()
                 || PATH.find(text.as_bytes()).is_some_and(|_| {

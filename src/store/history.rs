@@ -1,13 +1,16 @@
 //! The history: a `SQLite` database (WAL) in the user's data directory holding jobs,
 //! the final state of their events, every delivery attempt (secrets already
 //! redacted by the caller), and captures. Writes go through one writer thread that
-//! commits whatever is queued in a single transaction (group commit), so recording
-//! never slows sending; a committed transaction survives the process being killed,
+//! commits whatever is queued in a single transaction (group commit; while records
+//! keep coming, commits are [`COMMIT_SPACING`] apart so each holds many), so recording
+//! costs sending little; a committed transaction survives the process being killed,
 //! which is what lets an interrupted job resume.
 //!
-//! Event states are stored as index ranges (`first..=last`), one row per request for
-//! a contiguous batch, so a batched job at a million events per second writes
-//! thousands of rows, not millions.
+//! Event states are stored as index ranges (`first..=last`): one row per request for
+//! a contiguous batch, and the outcomes of several requests that agree (same job,
+//! state, attempts, status and error) merged into one row when they are committed
+//! together, so a job at tens of thousands of requests per second writes thousands of
+//! rows, not one per event.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;

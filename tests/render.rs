@@ -786,11 +786,60 @@ fn batched_whole_events_held_as_text_pass_through_unchanged() {
             .prepare_text(0, &text)
             .is_none()
     );
-    assert!(
-        CompiledDestination::compile(&Destination::new("d", "https://example.com/"))
-            .expect("compiles")
-            .prepare_text(0, &text)
-            .is_none()
+    // Unbatched, the fast path also reads the event's `messageId` (its idempotency
+    // key) and gives what the full path gives.
+    let unbatched = CompiledDestination::compile(&Destination::new("d", "https://example.com/"))
+        .expect("compiles");
+    let fast = unbatched
+        .prepare_text(0, &text)
+        .expect("fast path applies unbatched");
+    let hookline::core::render::Prepared::Ready(slow) = unbatched
+        .prepare(0, &fixture("track.json"), &ctx())
+        .expect("renders")
+    else {
+        panic!("skipped")
+    };
+    assert_eq!(fast.route, slow.route);
+    assert_eq!(body(&fast), body(&slow));
+    assert!(slow.message_id.is_some(), "the fixture has a messageId");
+    assert_eq!(fast.message_id, slow.message_id);
+    // Keys the full path treats as overrides, however written (escaped, null), and
+    // duplicate keys, take the full path.
+    for t in [
+        r#"{"messageId":"m","h\u0065ader":{"X-A":"1"}}"#,
+        r#"{"messageId":"m","fullPath":null}"#,
+        r#"{"messageId":"m","messageId":"n"}"#,
+    ] {
+        assert!(unbatched.prepare_text(0, t).is_none(), "{t}");
+    }
+    let no_id = unbatched
+        .prepare_text(0, r#"{"messageId":7,"a":"\u006dessageId"}"#)
+        .expect("fast path");
+    assert_eq!(no_id.message_id, None);
+    // Only the top level counts; what the fast path reads is what a parse reads.
+    for t in [
+        r#"{"a":{"messageId":"x","header":1},"b":[1,{"c":"]}"}],"messageId":"y"}"#,
+        r#" { "messageId" : "y" , "n" : -1.5e3 , "t" : true } "#,
+        r#"{"messageId":"\u0079"}"#,
+        "{}",
+    ] {
+        let v: Value = serde_json::from_str(t).expect("json");
+        let hookline::core::render::Prepared::Ready(slow) =
+            unbatched.prepare(0, &v, &ctx()).expect("renders")
+        else {
+            panic!("skipped")
+        };
+        if let Some(fast) = unbatched.prepare_text(0, t) {
+            assert_eq!(fast.message_id, slow.message_id, "{t}");
+        }
+    }
+    assert_eq!(
+        unbatched
+            .prepare_text(0, r#"{"a":{"messageId":"x"},"messageId":"y"}"#)
+            .expect("fast path")
+            .message_id
+            .as_deref(),
+        Some("y")
     );
 }
 

@@ -6,6 +6,9 @@
 //! Usage: `bench-reqwest URL BODY_FILE N [TASKS]`
 
 use std::process::ExitCode;
+
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;

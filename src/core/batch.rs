@@ -316,21 +316,26 @@ impl Batcher {
             ));
         }
         let mut done = Vec::new();
-        if !self.open.contains_key(&p.route) {
+        // One lookup per event; a new route is hashed again only when it opens a group.
+        let at = if let Some(at) = self.open.get_index_of(&*p.route) {
+            at
+        } else {
             self.groups += 1;
-            self.open.insert(
-                p.route.clone(),
-                Open {
-                    events: Vec::new(),
-                    bytes: fixed,
-                    group: self.groups,
-                    key: route_key(&p.route),
-                    seq: 0,
-                },
-            );
-        }
-        let route = p.route.clone();
-        let Some(open) = self.open.get_mut(&route) else {
+            let key = route_key(&p.route);
+            self.open
+                .insert_full(
+                    (*p.route).clone(),
+                    Open {
+                        events: Vec::new(),
+                        bytes: fixed,
+                        group: self.groups,
+                        key,
+                        seq: 0,
+                    },
+                )
+                .0
+        };
+        let Some((_, open)) = self.open.get_index_mut(at) else {
             return Ok(done);
         };
         if !open.events.is_empty() && open.bytes + size > *max_bytes {

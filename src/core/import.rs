@@ -98,8 +98,19 @@ pub enum CappedReadError {
 
 /// Read everything, but never more than `cap` bytes: one byte past the cap is an error.
 pub fn read_capped(reader: impl std::io::Read, cap: u64) -> Result<Vec<u8>, CappedReadError> {
+    read_capped_sized(reader, cap, 0)
+}
+
+/// [`read_capped`] of about `size_hint` bytes (a regular file's length): the buffer
+/// is allocated once instead of growing (and being copied) as it fills.
+pub fn read_capped_sized(
+    reader: impl std::io::Read,
+    cap: u64,
+    size_hint: u64,
+) -> Result<Vec<u8>, CappedReadError> {
     use std::io::Read as _;
-    let mut bytes = Vec::new();
+    let room = size_hint.min(cap).saturating_add(1);
+    let mut bytes = Vec::with_capacity(usize::try_from(room).unwrap_or(0));
     reader.take(cap.saturating_add(1)).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > cap {
         return Err(CappedReadError::TooLarge);

@@ -37,7 +37,8 @@ pub enum Prepared {
 #[derive(Clone)]
 pub struct PreparedEvent {
     pub index: usize,
-    pub route: Route,
+    /// Shared: every event of a static route carries the same one (no per-event copy).
+    pub route: std::sync::Arc<Route>,
     pub body: PreparedBody,
     pub message_id: Option<String>,
     /// For the rows envelope.

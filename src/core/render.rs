@@ -362,6 +362,123 @@ pub struct CompiledDestination {
     /// When nothing depends on the event (batched whole events, fixed URL and
     /// headers, no trigger): the prepared shape every event shares.
     passthrough: Option<Box<PreparedEvent>>,
+    /// The passthrough is unbatched: an event's `messageId` (its idempotency key) and
+    /// whether it has override keys are read from its text, keys unescaped as a parse
+    /// sees them, without building the event.
+    passthrough_reads_ids: bool,
+}
+
+/// What the unbatched passthrough needs from an event's text, read by a scan of its
+/// top level (values are stepped over, not parsed): its `messageId`, and whether it
+/// has a key the full path treats as an override (`header`, `appendPath`,
+/// `fullPath`, whatever their value). `None` when the scan cannot tell exactly as a
+/// parse would — an escape in a key or in the `messageId`, a repeated `messageId`,
+/// anything but one object — so the event takes the full path.
+fn top_level_ids(text: &str) -> Option<(Option<String>, bool)> {
+    let b = text.as_bytes();
+    let ws = |mut i: usize| {
+        while matches!(b.get(i), Some(b' ' | b'\n' | b'\r' | b'\t')) {
+            i += 1;
+        }
+        i
+    };
+    let mut i = ws(0);
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    i = ws(i + 1);
+    if b.get(i) == Some(&b'}') {
+        return (ws(i + 1) == b.len()).then_some((None, false));
+    }
+    let (mut id, mut seen_id, mut overrides) = (None, false, false);
+    loop {
+        if b.get(i) != Some(&b'"') {
+            return None;
+        }
+        let key_end = plain_string_end(b, i + 1)?;
+        let key = &b[i + 1..key_end - 1];
+        i = ws(key_end);
+        if b.get(i) != Some(&b':') {
+            return None;
+        }
+        let at = ws(i + 1);
+        i = skip_json_value(b, at)?;
+        match key {
+            b"messageId" => {
+                if seen_id {
+                    return None;
+                }
+                seen_id = true;
+                if b[at] == b'"' {
+                    let end = plain_string_end(b, at + 1)?;
+                    id = Some(text[at + 1..end - 1].to_owned());
+                }
+            }
+            b"header" | b"appendPath" | b"fullPath" => overrides = true,
+            _ => {}
+        }
+        i = ws(i);
+        match b.get(i) {
+            Some(b',') => i = ws(i + 1),
+            Some(b'}') => break,
+            _ => return None,
+        }
+    }
+    (ws(i + 1) == b.len()).then_some((id, overrides))
+}
+
+/// The index just past a string whose contents start at `i`, when it has no escape.
+fn plain_string_end(b: &[u8], i: usize) -> Option<usize> {
+    let off = memchr::memchr2(b'"', b'\\', b.get(i..)?)?;
+    (b[i + off] == b'"').then_some(i + off + 1)
+}
+
+/// The index just past the JSON value at `i` (the text is valid JSON: only the
+/// value's extent is found). Strings are stepped over with `memchr`, escapes included.
+fn skip_json_value(b: &[u8], i: usize) -> Option<usize> {
+    fn string_end(b: &[u8], mut i: usize) -> Option<usize> {
+        loop {
+            let at = i + memchr::memchr2(b'"', b'\\', b.get(i..)?)?;
+            if b[at] == b'"' {
+                return Some(at + 1);
+            }
+            i = at + 2;
+        }
+    }
+    match *b.get(i)? {
+        b'"' => string_end(b, i + 1),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut j = i;
+            loop {
+                match *b.get(j)? {
+                    b'"' => {
+                        j = string_end(b, j + 1)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(j + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                j += 1;
+            }
+        }
+        _ => {
+            let mut j = i;
+            while let Some(c) = b.get(j) {
+                if matches!(c, b',' | b'}' | b']' | b' ' | b'\n' | b'\r' | b'\t') {
+                    break;
+                }
+                j += 1;
+            }
+            (j > i).then_some(j)
+        }
+    }
 }
 
 /// RFC 9110 token characters, for header names.
@@ -657,11 +774,14 @@ impl CompiledDestination {
                 Secrets::new(Arc::new(redact::SentinelSecrets(1))),
             ],
             passthrough: None,
+            passthrough_reads_ids: false,
         };
         let d = &compiled.dest;
-        if d.batching
-            .as_ref()
-            .is_some_and(|b| b.envelope == Envelope::Array)
+        let unbatched = d.batching.is_none();
+        if (unbatched
+            || d.batching
+                .as_ref()
+                .is_some_and(|b| b.envelope == Envelope::Array))
             && d.body == Body::Event
             && d.method.has_body()
             && d.trigger == super::model::Trigger::default()
@@ -670,6 +790,7 @@ impl CompiledDestination {
             let ctx = RenderCtx::new(Secrets::memory(&[]));
             if let Ok(Prepared::Ready(p)) = compiled.prepare(0, &Value::Object(Map::new()), &ctx) {
                 compiled.passthrough = Some(p);
+                compiled.passthrough_reads_ids = unbatched;
             }
         }
         Ok(compiled)
@@ -1181,11 +1302,11 @@ impl CompiledDestination {
         });
         Ok(Prepared::Ready(Box::new(PreparedEvent {
             index,
-            route: Route {
+            route: Arc::new(Route {
                 method: d.method,
                 url,
                 headers,
-            },
+            }),
             body,
             message_id: event
                 .get("messageId")
@@ -1203,10 +1324,13 @@ impl CompiledDestination {
     /// `None` means "use [`prepare`](Self::prepare)".
     pub fn prepare_text(&self, index: usize, text: &str) -> Option<PreparedEvent> {
         let t = self.passthrough.as_ref()?;
-        if !self.passes_through(text) {
-            return None;
-        }
-        Some(Self::passthrough_event(t, index, text.as_bytes().to_vec()))
+        let message_id = self.passes_through(text)?;
+        Some(Self::passthrough_event(
+            t,
+            index,
+            text.as_bytes().to_vec(),
+            message_id,
+        ))
     }
 
     /// [`prepare_event_text`](Self::prepare_event_text) of an event the caller owns
@@ -1218,31 +1342,53 @@ impl CompiledDestination {
         ctx: &RenderCtx,
     ) -> Result<Prepared, RenderError> {
         if let Some(t) = &self.passthrough
-            && self.passes_through(&text)
+            && let Some(message_id) = self.passes_through(&text)
         {
             let body = text.into_boxed_bytes().into_vec();
             return Ok(Prepared::Ready(Box::new(Self::passthrough_event(
-                t, index, body,
+                t, index, body, message_id,
             ))));
         }
         self.prepare_event_text(index, &text, ctx)
     }
 
-    /// Whether an event's text is its body as is (see [`prepare_text`](Self::prepare_text)).
-    fn passes_through(&self, text: &str) -> bool {
-        self.passthrough.is_some()
-            && !(self.dest.dynamic_overrides
-                && (text.contains("\"header\"")
-                    || text.contains("\"appendPath\"")
-                    || text.contains("\"fullPath\"")))
+    /// Whether an event's text is its body as is (see [`prepare_text`](Self::prepare_text)),
+    /// and if so its `messageId` (read only when unbatched, where it is the idempotency
+    /// key). `None`: take the full path.
+    #[allow(clippy::option_option)] // "not on the fast path" vs "no messageId"
+    fn passes_through(&self, text: &str) -> Option<Option<String>> {
+        // Two SIMD searches per event (`Path"` ends both path keys), built once.
+        static HEADER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+            std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"header\""));
+        static PATH: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+            std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"Path\""));
+        self.passthrough.as_ref()?;
+        if self.passthrough_reads_ids {
+            let (message_id, overrides) = top_level_ids(text)?;
+            if overrides && self.dest.dynamic_overrides {
+                return None;
+            }
+            return Some(message_id);
+        }
+        let overrides = self.dest.dynamic_overrides
+            && (HEADER.find(text.as_bytes()).is_some()
+                || PATH.find(text.as_bytes()).is_some_and(|_| {
+                    text.contains("\"appendPath\"") || text.contains("\"fullPath\"")
+                }));
+        (!overrides).then_some(None)
     }
 
-    fn passthrough_event(t: &PreparedEvent, index: usize, body: Vec<u8>) -> PreparedEvent {
+    fn passthrough_event(
+        t: &PreparedEvent,
+        index: usize,
+        body: Vec<u8>,
+        message_id: Option<String>,
+    ) -> PreparedEvent {
         PreparedEvent {
             index,
             route: t.route.clone(),
             body: PreparedBody::Json(body),
-            message_id: None,
+            message_id,
             primary_key: Value::Null,
             jwt_claims: t.jwt_claims.clone(),
             secret_values: Vec::new(),

@@ -1038,12 +1038,17 @@ async fn attempt_once(ctx: &Ctx, request_no: u64, attempt: u32, req: &mut Render
             rb = rb.header(n.as_str(), v.as_str());
         }
     }
-    if let Some(b) = &req.body {
+    // The body goes out without a copy: it is lent to the request as `Bytes` and taken
+    // back once the response is in (copied only if the client still holds it), since a
+    // retry signs and sends it again.
+    let body = req.body.take().map(bytes::Bytes::from);
+    if let Some(b) = &body {
         rb = rb.body(b.clone());
     }
     let logging = ctx.env.log.wants_attempts();
     let started = Instant::now();
     let sent = rb.send().await;
+    req.body = body.map(Vec::from);
     let mut log = AttemptLog {
         job: if logging {
             ctx.job.clone()

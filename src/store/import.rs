@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use crate::core::import::{
-    CappedReadError, ImportFileError, Imported, MAX_IMPORT_BYTES, import, read_capped,
+    CappedReadError, ImportFileError, Imported, MAX_IMPORT_BYTES, import, read_capped_sized,
 };
 
 /// Read and import a file; errors name the file. The size cap applies while reading,
@@ -34,7 +34,8 @@ pub fn import_file_capped(
         });
     }
     let file = std::fs::File::open(path).map_err(io)?;
-    let bytes = read_capped(file, cap).map_err(|e| match e {
+    let hint = if meta.is_file() { meta.len() } else { 0 };
+    let bytes = read_capped_sized(file, cap, hint).map_err(|e| match e {
         CappedReadError::Io(source) => ImportFileError::Io {
             path: p.clone(),
             source,

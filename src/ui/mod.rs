@@ -324,41 +324,19 @@ impl HooklineApp {
     }
 
     /// Replace the document (a workspace was opened or recovered).
-    fn set_doc(&mut self, doc: Doc, saved: Doc, path: Option<PathBuf>) {
+    fn set_doc(&mut self, doc: Doc, saved: Doc, path: Option<PathBuf>, event: usize) {
         self.doc = doc;
         self.saved = saved;
         self.path = path;
         self.edits.reset(&self.doc);
         self.selected = (!self.doc.destinations.is_empty()).then_some(0);
         self.selected_set = (!self.doc.sets.is_empty()).then_some(0);
-        self.event_index = self.first_sent_event();
+        self.event_index = event;
         self.live = preview::Live::default();
         self.set_preview = None;
         self.coverage = None;
         self.compare = None;
         self.load_secrets();
-    }
-
-    /// The first event (of the first 200) the selected destination would send rather
-    /// than skip by its trigger, so the screens open on something to see.
-    fn first_sent_event(&self) -> usize {
-        let (Some(d), Some(set)) = (self.destination(), self.event_set()) else {
-            return 0;
-        };
-        let Ok(c) = crate::core::render::CompiledDestination::compile(d) else {
-            return 0;
-        };
-        let ctx = crate::core::render::RenderCtx::new(crate::core::secret::Secrets::memory(&[]));
-        set.events
-            .iter()
-            .take(200)
-            .position(|e| {
-                !matches!(
-                    c.prepare(0, e, &ctx),
-                    Ok(crate::core::render::Prepared::Skipped(_))
-                )
-            })
-            .unwrap_or(0)
     }
 
     /// Ask the runtime which secrets the workspace's destinations use are set.
@@ -616,6 +594,7 @@ impl HooklineApp {
                 path,
                 doc,
                 recovered,
+                first_event,
             } => {
                 self.loading = false;
                 let saved = Doc::from_workspace(doc);
@@ -623,7 +602,7 @@ impl HooklineApp {
                 if current != saved {
                     self.notice(false, "recovered unsaved changes from the last session");
                 }
-                self.set_doc(current, saved, Some(path));
+                self.set_doc(current, saved, Some(path), first_event);
                 if let (true, Some(addr)) = (self.point_sample_at_receiver, self.receiver) {
                     self.point_sample_at_receiver = false;
                     self.point_sample(addr);
@@ -633,7 +612,7 @@ impl HooklineApp {
                 self.loading = false;
                 self.notice(true, format!("cannot open {}: {error}", path.display()));
                 if self.path.is_none() {
-                    self.set_doc(Doc::default(), Doc::default(), None);
+                    self.set_doc(Doc::default(), Doc::default(), None, 0);
                 }
             }
             IoDone::Saved { path, doc } => {

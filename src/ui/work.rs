@@ -68,6 +68,8 @@ pub enum IoDone {
         doc: Workspace,
         /// Unsaved work from the recovery file, when it belongs to this workspace.
         recovered: Option<Workspace>,
+        /// The event the screens open on (see [`first_sent_event`]).
+        first_event: usize,
     },
     OpenFailed {
         path: PathBuf,
@@ -216,6 +218,7 @@ impl Io {
             match crate::store::workspace::save(&path, &ws) {
                 Ok(()) => IoDone::Opened {
                     path,
+                    first_event: first_sent_event(&ws),
                     doc: ws,
                     recovered: None,
                 },
@@ -274,12 +277,36 @@ impl Io {
     }
 }
 
+/// The first event (of the first 200) of the first set that the first destination
+/// would send rather than skip by its trigger, so the screens open on something to see.
+/// Worked out here, on the I/O thread, not in a frame.
+fn first_sent_event(ws: &Workspace) -> usize {
+    let (Some(d), Some(set)) = (ws.destinations.first(), ws.event_sets.first()) else {
+        return 0;
+    };
+    let Ok(c) = crate::core::render::CompiledDestination::compile(d) else {
+        return 0;
+    };
+    let ctx = crate::core::render::RenderCtx::new(crate::core::secret::Secrets::memory(&[]));
+    set.events
+        .iter()
+        .take(200)
+        .position(|e| {
+            !matches!(
+                c.prepare(0, e, &ctx),
+                Ok(crate::core::render::Prepared::Skipped(_))
+            )
+        })
+        .unwrap_or(0)
+}
+
 fn open_file(path: PathBuf, recovery: Option<PathBuf>) -> IoDone {
     match crate::store::workspace::load_assigning_ids(&path) {
         Ok((doc, _)) => {
             let recovered = recovery.and_then(|r| read_recovery(&r, &path));
             IoDone::Opened {
                 path,
+                first_event: first_sent_event(recovered.as_ref().unwrap_or(&doc)),
                 doc,
                 recovered,
             }

@@ -263,6 +263,12 @@ fn the_batch_trace_of_2500_events_at_cap_1000_shows_three_requests() {
     assert_eq!(h.query_all_by_label("end of input").count(), 1);
     assert!(h.query_by_label("1–1000").is_some());
     assert!(h.query_by_label("2001–2500").is_some());
+    // An edit makes the set-wide result stale: it goes rather than mislead.
+    tab(&mut h, "Destination");
+    set_text(&mut h, "URL", "http://127.0.0.1:9/other");
+    tab(&mut h, "Preview");
+    assert!(h.query_by_label("Batch trace").is_none());
+    assert!(h.state().set_preview.is_none());
 }
 
 #[test]

@@ -34,6 +34,9 @@ pub struct Live {
     compiled: Option<Compiled>,
     dest_gen: u64,
     key: Option<(u64, usize, usize, bool, u64)>,
+    /// The destination and set the set-wide results (set preview, coverage, compare)
+    /// were computed for: when either changes they are stale and dropped.
+    results_for: Option<(u64, usize)>,
     /// The request as shown (secrets redacted unless revealed).
     pub request: Option<RenderedRequest>,
     pub skipped: Option<String>,
@@ -70,6 +73,12 @@ pub fn refresh(app: &mut HooklineApp) {
         app.reveal,
         app.secrets_gen,
     );
+    if app.live.results_for != Some((key.0, key.1)) {
+        app.live.results_for = Some((key.0, key.1));
+        app.set_preview = None;
+        app.coverage = None;
+        app.compare = None;
+    }
     if app.live.key == Some(key) {
         return;
     }

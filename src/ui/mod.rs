@@ -450,11 +450,6 @@ impl HooklineApp {
         self.io.import(path);
     }
 
-    /// Import bytes already in memory (a file dropped with its contents).
-    pub fn import_bytes(&mut self, name: String, bytes: Arc<[u8]>) {
-        self.io.import_bytes(name, bytes);
-    }
-
     /// Drain what the runtime and the background threads reported. Never blocks.
     pub fn poll(&mut self) {
         let mut updates = Vec::new();

@@ -261,20 +261,6 @@ impl Io {
     pub fn import(&self, path: PathBuf) {
         self.spawn(move || import_file(&path));
     }
-
-    pub fn import_bytes(&self, name: String, bytes: Arc<[u8]>) {
-        self.spawn(
-            move || match crate::core::import::import_bytes(&bytes, &name) {
-                Ok(imported) => {
-                    let stem = name.rsplit_once('.').map_or(name.as_str(), |(s, _)| s);
-                    imported_done(stem.to_owned(), &imported)
-                }
-                Err(e) => IoDone::ImportFailed {
-                    error: e.to_string(),
-                },
-            },
-        );
-    }
 }
 
 /// The first event (of the first 200) of the first set that the first destination

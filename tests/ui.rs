@@ -149,6 +149,17 @@ fn has_text(h: &Harness<'_, HooklineApp>, needle: &str) -> bool {
     h.query_all_by_label_contains(needle).next().is_some()
 }
 
+/// `orders` and `other`, with three events.
+fn two_destinations() -> Workspace {
+    workspace(
+        vec![
+            mapped("orders", "http://127.0.0.1:9/x"),
+            mapped("other", "http://127.0.0.1:9/y"),
+        ],
+        events3(),
+    )
+}
+
 fn events3() -> Vec<Value> {
     vec![
         event(0, "a@b.c", json!(10)),
@@ -331,13 +342,7 @@ fn setting_a_secret_stores_it_through_the_runtime_and_shows_only_set() {
 
 #[test]
 fn a_deleted_destination_comes_back_with_undo() {
-    let ws = workspace(
-        vec![
-            mapped("orders", "http://127.0.0.1:9/x"),
-            mapped("other", "http://127.0.0.1:9/y"),
-        ],
-        events3(),
-    );
+    let ws = two_destinations();
     let (mut h, _env) = start(&ws, Secrets::memory(&[]), false);
     click(&mut h, "orders");
     click(&mut h, "Delete destination");
@@ -884,13 +889,7 @@ fn dragging_a_row_by_its_handle_reorders_the_mapping() {
 
 #[test]
 fn renaming_keeps_the_id_and_duplicates_get_their_own() {
-    let ws = workspace(
-        vec![
-            mapped("orders", "http://127.0.0.1:9/x"),
-            mapped("other", "http://127.0.0.1:9/y"),
-        ],
-        events3(),
-    );
+    let ws = two_destinations();
     let (mut h, _env) = start(&ws, Secrets::memory(&[]), false);
     click(&mut h, "orders");
     click(&mut h, "Rename");

@@ -51,16 +51,11 @@ pub struct Coverage {
 
 /// Trace every row over every event of a set.
 pub fn coverage(dest: &Destination, set: &EventSet, secrets: Secrets) -> Coverage {
-    let compiled = match CompiledDestination::compile(dest) {
+    let compiled = match super::preview::compile(dest) {
         Ok(c) => c,
-        Err(errs) => {
+        Err(e) => {
             return Coverage {
-                problem: Some(
-                    errs.iter()
-                        .map(|e| format!("{}: {}", e.field, e.message))
-                        .collect::<Vec<_>>()
-                        .join("; "),
-                ),
+                problem: Some(e),
                 ..Coverage::default()
             };
         }

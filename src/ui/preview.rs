@@ -134,18 +134,23 @@ pub struct SetPreview {
     pub config_error: Option<String>,
 }
 
+/// Compile for work over a whole set: the configuration errors as one message.
+pub fn compile(dest: &Destination) -> Result<CompiledDestination, String> {
+    CompiledDestination::compile(dest).map_err(|errs| {
+        errs.iter()
+            .map(|e| format!("{}: {}", e.field, e.message))
+            .collect::<Vec<_>>()
+            .join("; ")
+    })
+}
+
 /// Render a whole set (what `send` would send), summarised.
 pub fn render_set(dest: &Destination, set: &EventSet, secrets: Secrets) -> SetPreview {
-    let compiled = match CompiledDestination::compile(dest) {
+    let compiled = match compile(dest) {
         Ok(c) => c,
-        Err(errs) => {
+        Err(e) => {
             return SetPreview {
-                config_error: Some(
-                    errs.iter()
-                        .map(|e| format!("{}: {}", e.field, e.message))
-                        .collect::<Vec<_>>()
-                        .join("; "),
-                ),
+                config_error: Some(e),
                 ..SetPreview::default()
             };
         }
@@ -197,12 +202,7 @@ fn render_all(
     secrets: &Secrets,
     now: i64,
 ) -> Result<crate::core::render::RenderReport, String> {
-    let compiled = CompiledDestination::compile(dest).map_err(|errs| {
-        errs.iter()
-            .map(|e| format!("{}: {}", e.field, e.message))
-            .collect::<Vec<_>>()
-            .join("; ")
-    })?;
+    let compiled = compile(dest)?;
     let mut ctx = RenderCtx::new(secrets.clone());
     ctx.now = Some(now);
     Ok(compiled.render_list(events, &ctx))

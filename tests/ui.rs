@@ -274,6 +274,17 @@ fn the_batch_trace_of_2500_events_at_cap_1000_shows_three_requests() {
     assert_eq!(h.query_all_by_label("end of input").count(), 1);
     assert!(h.query_by_label("1–1000").is_some());
     assert!(h.query_by_label("2001–2500").is_some());
+    // Any request of the trace opens as the exact request.
+    click(&mut h, "Request 3");
+    let body = h
+        .get_by_label("Body of request 3")
+        .value()
+        .unwrap_or_default();
+    let events: Value = serde_json::from_str(&body).expect("a JSON array body");
+    let events = events.as_array().expect("array");
+    assert_eq!(events.len(), 500, "request 3 carries events 2001–2500");
+    assert_eq!(events[0]["userId"], "user-2000");
+    assert!(h.query_by_label("Copy this request as cURL").is_some());
     // An edit makes the set-wide result stale: it goes rather than mislead.
     tab(&mut h, "Destination");
     set_text(&mut h, "URL", "http://127.0.0.1:9/other");

@@ -143,6 +143,8 @@ pub struct HooklineApp {
     /// The mapping rows' heights as last drawn (rows out of view are not drawn).
     pub row_heights: Vec<f32>,
     pub set_preview: Option<Task<preview::SetPreview>>,
+    /// The request of the set preview that is open (by position).
+    pub set_request: Option<usize>,
     pub coverage: Option<Task<mapping::Coverage>>,
     pub compare: Option<Task<preview::Comparison>>,
     pub dialogs: Arc<dyn FileDialogs>,
@@ -229,6 +231,7 @@ impl HooklineApp {
             live: preview::Live::default(),
             row_heights: Vec::new(),
             set_preview: None,
+            set_request: None,
             coverage: None,
             compare: None,
             dialogs,

@@ -76,6 +76,7 @@ pub fn refresh(app: &mut HooklineApp) {
     if app.live.results_for != Some((key.0, key.1)) {
         app.live.results_for = Some((key.0, key.1));
         app.set_preview = None;
+        app.set_request = None;
         app.coverage = None;
         app.compare = None;
     }
@@ -122,7 +123,15 @@ pub struct RequestSummary {
     pub events: Vec<usize>,
     pub bytes: usize,
     pub batch: Option<BatchTrace>,
+    /// The request itself, redacted, for the first [`KEEP_REQUESTS`] requests whose
+    /// body is at most [`KEEP_BODY`] bytes (the rest are summarised only).
+    pub shown: Option<Box<RenderedRequest>>,
 }
+
+/// How many requests of a set preview are kept whole, to be opened from the trace.
+pub const KEEP_REQUESTS: usize = 500;
+/// The largest body a kept request may have.
+pub const KEEP_BODY: usize = 1 << 20;
 
 /// A whole set rendered in the background.
 #[derive(Debug, Default)]
@@ -162,13 +171,18 @@ pub fn render_set(dest: &Destination, set: &EventSet, secrets: Secrets) -> SetPr
         ..SetPreview::default()
     };
     compiled.render_stream(&events, &ctx, |item| match item {
-        Rendered::Request(r) => out.requests.push(RequestSummary {
-            method: r.method.as_str().to_owned(),
-            url: r.redacted_url(),
-            bytes: r.body.as_ref().map_or(0, Vec::len),
-            events: r.events.clone(),
-            batch: r.batch.clone(),
-        }),
+        Rendered::Request(r) => {
+            let bytes = r.body.as_ref().map_or(0, Vec::len);
+            let keep = out.requests.len() < KEEP_REQUESTS && bytes <= KEEP_BODY;
+            out.requests.push(RequestSummary {
+                method: r.method.as_str().to_owned(),
+                url: r.redacted_url(),
+                bytes,
+                events: r.events.clone(),
+                batch: r.batch.clone(),
+                shown: keep.then(|| Box::new(r.redacted())),
+            });
+        }
         Rendered::Skipped(i, why) => out.skipped.push((i, why)),
         Rendered::Error(i, e) => out.errors.push((i, e.to_string())),
     });
@@ -602,6 +616,7 @@ fn set_ui(app: &mut HooklineApp, ui: &mut Ui) {
             && let (Some(d), Some(s)) = (app.destination().cloned(), app.event_set().cloned())
         {
             let secrets = app.secrets.clone();
+            app.set_request = None;
             app.set_preview = Some(Task::spawn(Some(ui.ctx()), move || {
                 render_set(&d, &s, secrets)
             }));
@@ -640,8 +655,14 @@ fn set_ui(app: &mut HooklineApp, ui: &mut Ui) {
         ui.label("Group");
         ui.label("Closed by");
         ui.end_row();
-        for (i, r) in p.requests.iter().take(500).enumerate() {
-            ui.label(format!("{}", i + 1));
+        for (i, r) in p.requests.iter().take(KEEP_REQUESTS).enumerate() {
+            if ui
+                .selectable_label(app.set_request == Some(i), format!("Request {}", i + 1))
+                .on_hover_text("Show this request")
+                .clicked()
+            {
+                app.set_request = (app.set_request != Some(i)).then_some(i);
+            }
             ui.label(event_range(&r.events));
             ui.label(r.bytes.to_string());
             if let Some(b) = &r.batch {
@@ -654,14 +675,51 @@ fn set_ui(app: &mut HooklineApp, ui: &mut Ui) {
             ui.end_row();
         }
     });
-    if p.requests.len() > 500 {
-        ui.label(format!("… and {} more requests", p.requests.len() - 500));
+    if p.requests.len() > KEEP_REQUESTS {
+        ui.label(format!(
+            "… and {} more requests",
+            p.requests.len() - KEEP_REQUESTS
+        ));
+    }
+    if let Some(i) = app.set_request
+        && let Some(r) = p.requests.get(i)
+    {
+        ui.label(RichText::new(format!("Request {} of the set", i + 1)).strong());
+        match &r.shown {
+            Some(req) => request_ui(ui, req, &format!("Body of request {}", i + 1)),
+            None => {
+                ui.label(format!(
+                    "{} {} — {} bytes, too large to keep here; Copy as cURL from a single event, or `hookline render`.",
+                    r.method, r.url, r.bytes
+                ));
+            }
+        }
     }
     for (i, why) in p.skipped.iter().take(100) {
         ui.label(format!("Event {}: skipped: {why}", i + 1));
     }
     for (i, e) in p.errors.iter().take(100) {
         super::widgets::error(ui, &format!("Event {}: {e}", i + 1));
+    }
+}
+
+/// A kept request of a set preview: line, headers, pretty body, copy.
+fn request_ui(ui: &mut Ui, r: &RenderedRequest, body_label: &str) {
+    ui.label(RichText::new(format!("{} {}", r.method.as_str(), r.url)).monospace());
+    for (k, v) in &r.headers {
+        ui.label(RichText::new(format!("{k}: {v}")).monospace());
+    }
+    let text = body_text(r);
+    let mut shown = text.as_str();
+    let l = ui.label(body_label);
+    ui.add(
+        egui::TextEdit::multiline(&mut shown)
+            .code_editor()
+            .desired_width(f32::INFINITY),
+    )
+    .labelled_by(l.id);
+    if ui.button("Copy this request as cURL").clicked() {
+        ui.ctx().copy_text(export::to_curl(r));
     }
 }
 

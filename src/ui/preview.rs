@@ -124,7 +124,8 @@ pub struct RequestSummary {
     pub bytes: usize,
     pub batch: Option<BatchTrace>,
     /// The request itself, redacted, for the first [`KEEP_REQUESTS`] requests whose
-    /// body is at most [`KEEP_BODY`] bytes (the rest are summarised only).
+    /// body is at most [`KEEP_BODY`] bytes, up to [`KEEP_TOTAL`] bytes in all (the rest
+    /// are summarised only).
     pub shown: Option<Box<RenderedRequest>>,
 }
 
@@ -132,6 +133,8 @@ pub struct RequestSummary {
 pub const KEEP_REQUESTS: usize = 500;
 /// The largest body a kept request may have.
 pub const KEEP_BODY: usize = 1 << 20;
+/// The most body bytes kept over all requests of one set preview.
+pub const KEEP_TOTAL: usize = 16 << 20;
 
 /// A whole set rendered in the background.
 #[derive(Debug, Default)]
@@ -170,10 +173,16 @@ pub fn render_set(dest: &Destination, set: &EventSet, secrets: Secrets) -> SetPr
         events: set.events.len(),
         ..SetPreview::default()
     };
+    let mut kept = 0usize;
     compiled.render_stream(&events, &ctx, |item| match item {
         Rendered::Request(r) => {
             let bytes = r.body.as_ref().map_or(0, Vec::len);
-            let keep = out.requests.len() < KEEP_REQUESTS && bytes <= KEEP_BODY;
+            let keep = out.requests.len() < KEEP_REQUESTS
+                && bytes <= KEEP_BODY
+                && kept + bytes <= KEEP_TOTAL;
+            if keep {
+                kept += bytes;
+            }
             out.requests.push(RequestSummary {
                 method: r.method.as_str().to_owned(),
                 url: r.redacted_url(),

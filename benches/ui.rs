@@ -126,6 +126,7 @@ fn main() {
         workspace: Some(path),
         secrets: Secrets::memory(&[]),
         start_receiver: false,
+        receiver_port: None,
         history: false,
     };
     let mut app = HooklineApp::new(config, Arc::new(NoDialogs), &ctx);

@@ -101,6 +101,7 @@ fn start(ws: &Workspace, secrets: Secrets, receiver: bool) -> (Harness<'static, 
         workspace: Some(path),
         secrets,
         start_receiver: receiver,
+        receiver_port: None,
         history: true,
     };
     let ctx = egui::Context::default();
@@ -565,6 +566,7 @@ fn unsaved_work_is_recovered_after_a_crash() {
             workspace: Some(path.to_path_buf()),
             secrets: Secrets::memory(&[]),
             start_receiver: false,
+            receiver_port: None,
             history: false,
         };
         let app = HooklineApp::new(
@@ -677,6 +679,7 @@ fn first_start_gives_a_sample_that_sends_to_the_built_in_receiver() {
         workspace: None,
         secrets: secrets.clone(),
         start_receiver: true,
+        receiver_port: None,
         history: true,
     };
     let app = HooklineApp::new(
@@ -938,4 +941,48 @@ fn renaming_keeps_the_id_and_duplicates_get_their_own() {
     assert_eq!(h.state().doc.sets[0].name, "events");
     assert_eq!(h.state().doc.sets.len(), 1);
     assert_eq!(h.state().doc.destinations.len(), 2);
+}
+
+/// The receiver comes back on last time's port (so the sample's URLs keep working);
+/// when that port is taken, it starts on another and says so.
+#[test]
+fn the_receiver_reuses_its_port_and_falls_back_when_it_is_taken() {
+    let ws = workspace(vec![mapped("orders", "http://127.0.0.1:9/x")], events3());
+    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = free.local_addr().expect("addr").port();
+    drop(free);
+    let open = |port: u16| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ws.json");
+        hookline::store::workspace::save(&path, &ws).expect("save");
+        let config = AppConfig {
+            data_dir: dir.path().to_path_buf(),
+            workspace: Some(path),
+            secrets: Secrets::memory(&[]),
+            start_receiver: true,
+            receiver_port: Some(port),
+            history: false,
+        };
+        let app = HooklineApp::new(
+            config,
+            Arc::new(FakeDialogs::default()),
+            &egui::Context::default(),
+        );
+        let h = Harness::builder()
+            .with_size([1400.0, 1000.0])
+            .build_ui_state(|ui, app: &mut HooklineApp| app.frame_ui(ui), app);
+        (h, dir)
+    };
+    let (mut h, _d1) = open(port);
+    wait(&mut h, "the receiver", |a| a.receiver.is_some());
+    assert_eq!(
+        h.state().receiver.map(|a| a.port()),
+        Some(port),
+        "last time's port"
+    );
+    // Now the port is held (by the first app): the second falls back.
+    let (mut h2, _d2) = open(port);
+    wait(&mut h2, "the fallback receiver", |a| a.receiver.is_some());
+    assert_ne!(h2.state().receiver.map(|a| a.port()), Some(port));
+    assert!(has_text(&h2, "it listens on another port"));
 }

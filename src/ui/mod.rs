@@ -37,6 +37,9 @@ pub struct AppConfig {
     pub secrets: Secrets,
     /// Start the built-in capture receiver on 127.0.0.1 (a free port).
     pub start_receiver: bool,
+    /// The port the receiver had last time: tried first, so destinations pointed at
+    /// it (the first-start sample) keep working across restarts.
+    pub receiver_port: Option<u16>,
     /// Open (and write) the history database in `data_dir`.
     pub history: bool,
 }
@@ -164,6 +167,8 @@ pub struct HooklineApp {
     /// First start: the sample's secrets get generated values when they are not set,
     /// so the sample previews and sends at once.
     seed_secrets: std::collections::HashSet<String>,
+    /// The receiver asked for last time's port; if that is taken, it starts on another.
+    receiver_retry: bool,
 }
 
 /// How often unsaved work is written to the recovery file.
@@ -247,14 +252,12 @@ impl HooklineApp {
             pending_close: false,
             close_after_save: false,
             seed_secrets: std::collections::HashSet::new(),
+            receiver_retry: false,
         };
         if config.start_receiver {
-            app.command(Command::StartCapture {
-                config: crate::capture::CaptureConfig {
-                    listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-                    ..crate::capture::CaptureConfig::default()
-                },
-            });
+            let port = config.receiver_port.unwrap_or(0);
+            app.receiver_retry = port != 0;
+            app.start_receiver(port);
         }
         if let Some(path) = config.workspace {
             app.io.open(path, Some(recovery_path(&config.data_dir)));
@@ -275,6 +278,15 @@ impl HooklineApp {
             );
         }
         app
+    }
+
+    fn start_receiver(&mut self, port: u16) {
+        self.command(Command::StartCapture {
+            config: crate::capture::CaptureConfig {
+                listen: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+                ..crate::capture::CaptureConfig::default()
+            },
+        });
     }
 
     /// Queue a command for the runtime.
@@ -509,7 +521,16 @@ impl HooklineApp {
             Update::CaptureStopped { error } => {
                 self.receiver = None;
                 if let Some(e) = error {
-                    self.notice(true, format!("capture receiver: {e}"));
+                    if std::mem::take(&mut self.receiver_retry) {
+                        // Last time's port is taken: any free one, and say so.
+                        self.notice(
+                            true,
+                            format!("capture receiver: {e}; it listens on another port"),
+                        );
+                        self.start_receiver(0);
+                    } else {
+                        self.notice(true, format!("capture receiver: {e}"));
+                    }
                 }
             }
             Update::Attempt { job, attempt } => {
@@ -943,6 +964,9 @@ impl eframe::App for HooklineApp {
         if let Some(p) = &self.path {
             storage.set_string("last_workspace", p.display().to_string());
         }
+        if let Some(a) = self.receiver {
+            storage.set_string("receiver_port", a.port().to_string());
+        }
     }
 }
 
@@ -1014,6 +1038,10 @@ pub fn run() -> anyhow::Result<()> {
                 .storage
                 .and_then(|s| s.get_string("last_workspace"))
                 .map(PathBuf::from);
+            let receiver_port = cc
+                .storage
+                .and_then(|s| s.get_string("receiver_port"))
+                .and_then(|p| p.parse().ok());
             let default_ws = data_dir.join("workspace.json");
             // The sample is created only when there is no workspace yet.
             // A last workspace that was moved away: the default one, or a first start.
@@ -1025,6 +1053,7 @@ pub fn run() -> anyhow::Result<()> {
                 workspace,
                 secrets: crate::store::keyring::default_secrets().0,
                 start_receiver: true,
+                receiver_port,
                 history: true,
             };
             Ok(Box::new(HooklineApp::new(

@@ -1292,20 +1292,18 @@ fn apply(
             ack,
         } => {
             // The ack is owed before anything can fail: a failed write is reported
-            // as such, not as a vanished writer.
+            // as such, not as a vanished writer. (The commit loop gathers event records
+            // into runs itself; this is the same write for a record on its own.)
             owed.acks.push((job.clone(), ack));
-            for (a, b) in ranges {
-                ev.execute(params![
-                    job,
-                    a as i64,
-                    b as i64,
-                    state,
-                    i64::from(attempts),
-                    status.map(i64::from),
-                    error,
-                    at
-                ])?;
+            EventsRun {
+                job,
+                ranges: ranges.iter().map(|&(a, b)| (a as u64, b as u64)).collect(),
+                state,
+                attempts,
+                status,
+                error,
             }
+            .write(ev, at)?;
         }
         Record::Attempt(a) => {
             owed.unacked.push(a.job.clone());

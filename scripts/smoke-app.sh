@@ -14,13 +14,9 @@ command -v import >/dev/null 2>&1 || need+=(imagemagick)
 command -v xdpyinfo >/dev/null 2>&1 || need+=(x11-utils)
 [ -e /usr/lib/x86_64-linux-gnu/dri/swrast_dri.so ] || [ -e /usr/lib/aarch64-linux-gnu/dri/swrast_dri.so ] || need+=(libgl1-mesa-dri)
 ldconfig -p | grep -q libEGL.so.1 || need+=(libegl1)
-if [ ${#need[@]} -gt 0 ]; then
-  SUDO=""
-  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  echo "==> installing ${need[*]}"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
+# shellcheck source=scripts/install-missing.sh
+. scripts/install-missing.sh
+install_missing ${need[@]+"${need[@]}"}
 
 echo "==> cargo build --release (the app)"
 cargo build --release --locked --bin hookline

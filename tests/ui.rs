@@ -986,3 +986,50 @@ fn the_receiver_reuses_its_port_and_falls_back_when_it_is_taken() {
     assert_ne!(h2.state().receiver.map(|a| a.port()), Some(port));
     assert!(has_text(&h2, "it listens on another port"));
 }
+
+/// Click `label` and return what that frame put on the clipboard.
+fn click_copy(h: &mut Harness<'_, HooklineApp>, label: &str) -> Option<String> {
+    h.get_by_label(label).click();
+    h.step();
+    h.output()
+        .platform_output
+        .commands
+        .iter()
+        .find_map(|c| match c {
+            egui::OutputCommand::CopyText(t) => Some(t.clone()),
+            _ => None,
+        })
+}
+
+#[test]
+fn signature_explained_shows_the_exact_signed_string_and_copies_stay_redacted() {
+    let mut d = mapped("orders", "http://127.0.0.1:9/x");
+    d.signing = serde_json::from_value(json!({"kind": "standard_webhooks", "secret": "wh"}))
+        .expect("signing");
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let (mut h, _env) = start(
+        &workspace(vec![d], events3()),
+        Secrets::memory(&[("wh", secret)]),
+        false,
+    );
+    wait(&mut h, "the secret", |a| {
+        a.secret_state.get("wh") == Some(&SecretState::Set)
+    });
+    tab(&mut h, "Preview");
+    let r = h.state().live.request.clone().expect("a request");
+    let body = String::from_utf8(r.body.clone().expect("body")).expect("utf-8");
+    let id = r.header("webhook-id").expect("id").to_owned();
+    let ts = r.header("webhook-timestamp").expect("timestamp").to_owned();
+    click(&mut h, "Signature explained");
+    assert!(
+        h.query_by_label(&format!("{id}.{ts}.{body}")).is_some(),
+        "the signed string is id.timestamp.body, byte for byte"
+    );
+    assert!(click_copy(&mut h, "Copy verifier").is_some_and(|t| t.contains("verify")));
+    let curl = click_copy(&mut h, "Copy as cURL").expect("copied");
+    assert!(
+        curl.contains("| curl ") && curl.contains("webhook-signature: ***"),
+        "{curl}"
+    );
+    assert!(!curl.contains(secret));
+}

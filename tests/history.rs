@@ -237,7 +237,7 @@ fn a_version_1_database_is_migrated_and_its_jobs_stay_readable() {
     drop(c);
     let h = History::open(&path).expect("migrates");
     let info = h.job("old").expect("read").expect("job");
-    assert_eq!((info.events_sha256, info.destination_sha256), (None, None));
+    assert_eq!((info.events_digest, info.destination_sha256), (None, None));
     assert!(
         info.interrupted,
         "an old running job without heartbeat is interrupted"

@@ -292,7 +292,7 @@ fn resend_failed_sends_exactly_the_failed_events_and_resume_job_the_never_delive
     dest.id = uuid::Uuid::new_v4().to_string();
     dest.delivery.max_attempts = 1;
     let fp = JobFingerprint {
-        events_sha256: Some(sha("the file")),
+        events_digest: Some(sha("the file")),
         destination_sha256: None,
     };
     let (rt, updates) = runtime_with(&h);
@@ -379,7 +379,7 @@ fn resend_failed_refuses_other_events_a_changed_destination_and_an_unknown_job()
     ));
     dest.delivery.max_attempts = 1;
     let fp = |what: &str| JobFingerprint {
-        events_sha256: Some(sha(what)),
+        events_digest: Some(sha(what)),
         destination_sha256: None,
     };
     let (rt, updates) = runtime_with(&h);

@@ -515,17 +515,19 @@ fn resume_refuses_other_events_of_the_same_length_and_changed_destination_settin
     let job = job_id(&first.stderr);
     let stderr = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).into_owned();
 
-    // The job records the SHA-256 of the events file's bytes.
+    // The job records the XXH3-128 of the events file's bytes.
     let events = setup.path("events.ndjson");
     let original = std::fs::read(&events).expect("events");
     {
-        use sha2::Digest as _;
         let h =
             History::open(std::path::Path::new(&setup.path("history.sqlite3"))).expect("history");
         let info = h.job(&job).expect("read").expect("job");
         assert_eq!(
-            info.events_sha256.as_deref(),
-            Some(hex::encode(sha2::Sha256::digest(&original)).as_str())
+            info.events_digest,
+            Some(format!(
+                "xxh3-128:{:032x}",
+                xxhash_rust::xxh3::xxh3_128(&original)
+            ))
         );
         assert!(info.destination_sha256.is_some());
     }
@@ -579,6 +581,39 @@ fn resume_refuses_other_events_of_the_same_length_and_changed_destination_settin
         "{}",
         stderr(&retuned)
     );
+}
+
+/// A job recorded before XXH3 fingerprints has its file's SHA-256: its resume compares
+/// SHA-256 with SHA-256, so the same file resumes and another is refused.
+#[test]
+fn a_job_with_a_sha256_fingerprint_resumes_with_its_file_and_refuses_another() {
+    use sha2::Digest as _;
+    let setup = Setup::new(
+        &workspace("http://127.0.0.1:9/hook", ""),
+        &numbered_events(3),
+    );
+    let first = setup.send("d", &["--max-attempts", "1"]);
+    assert_eq!(first.status.code(), Some(1), "connection refused → failed");
+    let job = job_id(&first.stderr);
+    let events = setup.path("events.ndjson");
+    let original = std::fs::read(&events).expect("events");
+    rusqlite::Connection::open(setup.path("history.sqlite3"))
+        .expect("sqlite")
+        .execute(
+            "UPDATE jobs SET events_sha256 = ?1 WHERE id = ?2",
+            rusqlite::params![hex::encode(sha2::Sha256::digest(&original)), job],
+        )
+        .expect("record as an older Hookline did");
+    let same = setup.send("d", &["--resume", &job, "--max-attempts", "1"]);
+    let err = String::from_utf8_lossy(&same.stderr).into_owned();
+    assert_eq!(same.status.code(), Some(1), "{err}");
+    assert!(err.contains("resuming job"), "{err}");
+
+    std::fs::write(&events, numbered_events(3).replace("m-1", "x-1")).expect("edit");
+    let other = setup.send("d", &["--resume", &job]);
+    let err = String::from_utf8_lossy(&other.stderr).into_owned();
+    assert_eq!(other.status.code(), Some(2), "{err}");
+    assert!(err.contains("different content"), "{err}");
 }
 
 #[test]

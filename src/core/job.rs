@@ -23,8 +23,9 @@ pub fn committed() -> Commit {
 /// What identifies a job's input, so a resume can refuse a different one.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JobFingerprint {
-    /// SHA-256 (hex) of the events file's bytes, when the events came from a file.
-    pub events_sha256: Option<String>,
+    /// A fingerprint of the events file's bytes, when the events came from a file
+    /// (the CLI records `xxh3-128:<hex>`; jobs recorded before, the SHA-256 hex).
+    pub events_digest: Option<String>,
     /// SHA-256 (hex) of the destination's settings (see [`destination_digest`]).
     pub destination_sha256: Option<String>,
 }

@@ -413,7 +413,7 @@ impl History {
             state: r.state,
             created_at: r.created_at,
             finished_at: r.finished_at,
-            events_sha256: r.events_sha256,
+            events_digest: r.events_digest,
             destination_sha256: r.destination_sha256,
             pid,
             heartbeat_at: r.heartbeat_at,
@@ -763,7 +763,7 @@ struct RawJob {
     state: String,
     created_at: String,
     finished_at: Option<String>,
-    events_sha256: Option<String>,
+    events_digest: Option<String>,
     destination_sha256: Option<String>,
     pid: Option<i64>,
     heartbeat_at: Option<String>,
@@ -780,7 +780,7 @@ impl RawJob {
             state: r.get(4)?,
             created_at: r.get(5)?,
             finished_at: r.get(6)?,
-            events_sha256: r.get(7)?,
+            events_digest: r.get(7)?,
             destination_sha256: r.get(8)?,
             pid: r.get(9)?,
             heartbeat_at: r.get(10)?,
@@ -802,8 +802,9 @@ pub struct JobInfo {
     pub state: String,
     pub created_at: String,
     pub finished_at: Option<String>,
-    /// SHA-256 of the events file (none for event sets and jobs recorded before schema 2).
-    pub events_sha256: Option<String>,
+    /// The events file's fingerprint: `xxh3-128:<hex>`, or the SHA-256 hex of jobs
+    /// recorded before (none for event sets and jobs recorded before schema 2).
+    pub events_digest: Option<String>,
     /// SHA-256 of the destination's settings (see `delivery::destination_digest`).
     pub destination_sha256: Option<String>,
     /// The process that last ran the job.
@@ -838,11 +839,11 @@ impl JobInfo {
                 self.total_events
             ));
         }
-        if let (Some(was), Some(now)) = (&self.events_sha256, &fingerprint.events_sha256)
+        if let (Some(was), Some(now)) = (&self.events_digest, &fingerprint.events_digest)
             && was != now
         {
             return Err(format!(
-                "job {job} was sent from other events: the same number of events but different content (SHA-256 {} now, {} then)",
+                "job {job} was sent from other events: the same number of events but different content (fingerprint {} now, {} then)",
                 &now[..12.min(now.len())],
                 &was[..12.min(was.len())]
             ));
@@ -1268,7 +1269,7 @@ fn apply(
                     j.source,
                     j.total_events as i64,
                     at,
-                    j.fingerprint.events_sha256,
+                    j.fingerprint.events_digest,
                     j.fingerprint.destination_sha256,
                     pid,
                     (!j.destination_id.is_empty()).then_some(&j.destination_id)

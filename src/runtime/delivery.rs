@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::Rng as _;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::stats::{Histogram, JobStats};
@@ -342,6 +342,9 @@ struct Ctx {
     /// The last URL and headers sent, parsed: requests of one route repeat them, so
     /// most attempts clone these instead of parsing again.
     wire: Mutex<WireCache>,
+    /// To the job's [`committer`]; taken (closing the channel) once every request
+    /// has finished.
+    done: Mutex<Option<mpsc::UnboundedSender<Finished>>>,
 }
 
 #[derive(Default)]
@@ -408,6 +411,13 @@ impl Ctx {
 }
 
 impl Ctx {
+    fn finished(&self, f: Finished) {
+        if let Some(tx) = &*lock(&self.done) {
+            // The committer lives until the channel closes, which is after this.
+            let _ = tx.send(f);
+        }
+    }
+
     /// Stop the job: nothing new is sent, requests waiting for a retry are cancelled
     /// (their events stay pending for a resume). The first reason is kept.
     fn halt(&self, error: String) {
@@ -428,19 +438,13 @@ struct Workers {
 }
 
 impl Workers {
-    fn spawn(
-        &mut self,
-        ctx: &Arc<Ctx>,
-        request_no: u64,
-        permit: tokio::sync::OwnedSemaphorePermit,
-        req: RenderedRequest,
-    ) {
+    fn spawn(&mut self, ctx: &Arc<Ctx>, request_no: u64, permits: Permits, req: RenderedRequest) {
         let events = req.events.clone();
         let ctx = ctx.clone();
         let h = self.tasks.spawn(async move {
-            // The slot is held until the outcome is committed to the history.
-            let _permit = permit;
-            deliver(&ctx, request_no, req).await;
+            // The slot is given back once the request is answered; the place among
+            // the unrecorded once its outcome is committed.
+            deliver(&ctx, request_no, req, permits).await;
         });
         self.inflight.insert(h.id(), (request_no, events));
     }
@@ -491,15 +495,50 @@ async fn worker_died(ctx: &Ctx, request_no: u64, events: Vec<usize>) {
         idempotency_key: String::new(),
         events,
     };
-    if let Err(e) = ctx.env.log.events_done(&ctx.job, &o.events, &o).await {
-        ctx.halt(e);
+    let commit = ctx.env.log.events_done(&ctx.job, &o.events, &o);
+    ctx.finished(Finished {
+        commit,
+        outcome: o,
+        unrecorded: None,
+    });
+}
+
+/// A request's outcome on its way to the history.
+struct Finished {
+    commit: Commit,
+    outcome: Outcome,
+    /// Freed once the commit is done (`None` for a task that died).
+    unrecorded: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// The job's committer: awaits the requests' commits in the order they were queued
+/// (the history commits records in that order, so one wake covers every record of a
+/// commit), then counts each outcome, reports it and frees its place among the
+/// unrecorded. A failed commit stops the job. Ends when `done` is closed, everything
+/// before handled.
+async fn committer(ctx: Arc<Ctx>, mut done: mpsc::UnboundedReceiver<Finished>) {
+    while let Some(f) = done.recv().await {
+        if let Err(e) = f.commit.await {
+            ctx.halt(e);
+        }
+        let o = f.outcome;
+        {
+            let mut t = lock(&ctx.tally);
+            match o.outcome {
+                OutcomeKind::Delivered => {
+                    t.stats.delivered += 1;
+                    t.stats.delivered_events += o.events.len() as u64;
+                }
+                OutcomeKind::Failed => {
+                    t.stats.failed += 1;
+                    t.stats.failed_events += o.events.len() as u64;
+                }
+                OutcomeKind::Cancelled => {}
+            }
+        }
+        ctx.report.outcome(&ctx.job, &o);
+        drop(f.unrecorded);
     }
-    {
-        let mut t = lock(&ctx.tally);
-        t.stats.failed += 1;
-        t.stats.failed_events += o.events.len() as u64;
-    }
-    ctx.report.outcome(&ctx.job, &o);
 }
 
 /// Await a commit off the delivery path; a failure stops the job.
@@ -560,6 +599,7 @@ pub async fn run_job(
         started: Instant::now(),
     }));
     let (control_tx, own_control) = watch::channel(*control.borrow());
+    let (done_tx, done_rx) = mpsc::unbounded_channel();
     let ctx = Arc::new(Ctx {
         job: spec.job.clone(),
         compiled: Arc::new(compiled),
@@ -571,7 +611,9 @@ pub async fn run_job(
         control_tx,
         halted: Mutex::new(None),
         wire: Mutex::default(),
+        done: Mutex::new(Some(done_tx)),
     });
+    let committing = tokio::spawn(committer(ctx.clone(), done_rx));
     // The caller's Pause/Resume/Cancel, unless the job has halted by itself.
     let forward = {
         let (mut ext, ctx) = (control.clone(), ctx.clone());
@@ -616,7 +658,8 @@ pub async fn run_job(
     };
 
     let render_ctx = RenderCtx::new(env.secrets.clone());
-    let sem = Arc::new(Semaphore::new(policy.concurrency.max(1)));
+    let slots = Arc::new(Semaphore::new(policy.concurrency.max(1)));
+    let unrecorded = Arc::new(Semaphore::new(policy.concurrency.max(1).saturating_mul(2)));
     let mut workers = Workers {
         tasks: JoinSet::new(),
         inflight: std::collections::HashMap::new(),
@@ -629,7 +672,8 @@ pub async fn run_job(
     let mut skipped = Vec::new();
     let mut spawner = BatchSpawner {
         ctx: &ctx,
-        sem: &sem,
+        slots: &slots,
+        unrecorded: &unrecorded,
         render_ctx: &render_ctx,
         request_no: &mut request_no,
     };
@@ -686,6 +730,8 @@ pub async fn run_job(
             .await;
     }
     workers.join_all(&ctx).await;
+    lock(&ctx.done).take();
+    let _ = committing.await;
     while acks.join_next().await.is_some() {}
     ticker.abort();
     forward.abort();
@@ -695,7 +741,7 @@ pub async fn run_job(
         // The job stays `running` in the history (its heartbeat stops), so it shows
         // as interrupted and resumable; nothing more is written to a failing database.
         return Err(format!(
-            "job {} stopped: {e}; --resume {} sends again what is not recorded as delivered (at most the requests that were in flight)",
+            "job {} stopped: {e}; --resume {} sends again what is not recorded as delivered (at most twice the concurrency in requests)",
             spec.job, spec.job
         ));
     }
@@ -736,7 +782,8 @@ impl EndState {
 /// Turns finished batches into requests and starts each when a slot is free.
 struct BatchSpawner<'a> {
     ctx: &'a Arc<Ctx>,
-    sem: &'a Arc<Semaphore>,
+    slots: &'a Arc<Semaphore>,
+    unrecorded: &'a Arc<Semaphore>,
     render_ctx: &'a RenderCtx,
     request_no: &'a mut u64,
 }
@@ -760,11 +807,19 @@ impl BatchSpawner<'_> {
                     continue;
                 }
             };
-            let Ok(permit) = self.sem.clone().acquire_owned().await else {
+            let Ok(unrecorded) = self.unrecorded.clone().acquire_owned().await else {
+                return false;
+            };
+            let Ok(slot) = self.slots.clone().acquire_owned().await else {
                 return false;
             };
             *self.request_no += 1;
-            workers.spawn(self.ctx, *self.request_no, permit, req);
+            workers.spawn(
+                self.ctx,
+                *self.request_no,
+                Permits { slot, unrecorded },
+                req,
+            );
             workers.reap_ready(self.ctx).await;
         }
         true
@@ -822,7 +877,19 @@ enum Try {
     },
 }
 
-async fn deliver(ctx: &Ctx, request_no: u64, mut req: RenderedRequest) {
+/// What a request holds while it runs: a slot (one of `concurrency`, given back once
+/// it is answered) and a place among the requests whose outcome is not yet committed
+/// (one of `2 × concurrency`, kept until it is). So the history's commits are off the
+/// delivery path, and a kill still leaves at most `2 × concurrency` requests sent but
+/// unrecorded (each re-sent by a resume with its idempotency key).
+struct Permits {
+    slot: tokio::sync::OwnedSemaphorePermit,
+    unrecorded: tokio::sync::OwnedSemaphorePermit,
+}
+
+async fn deliver(ctx: &Ctx, request_no: u64, mut req: RenderedRequest, permits: Permits) {
+    let Permits { slot, unrecorded } = permits;
+    let held = Mutex::new(Some((slot, unrecorded)));
     let policy = &ctx.compiled.dest.delivery;
     let max_attempts = policy.max_attempts.max(1);
     let summary = format!("{} {}", req.method.as_str(), req.redacted_url());
@@ -833,9 +900,10 @@ async fn deliver(ctx: &Ctx, request_no: u64, mut req: RenderedRequest) {
     let mut last_status = None;
     let mut last_latency = Duration::ZERO;
     let (events, key) = (req.events.clone(), req.idempotency_key.clone());
-    // The outcome is committed to the history before the request's slot is freed (the
-    // caller holds the permit until this returns), so a kill loses at most the
-    // requests in flight. A failed commit stops the job.
+    // The slot is free once the outcome is known; the outcome goes to the job's
+    // committer, which frees the request's place among the unrecorded once the history
+    // has committed it (a failed commit stops the job). The task ends here: no task
+    // waits on its own commit.
     let finish = async |kind: OutcomeKind,
                         status: Option<u16>,
                         attempts: u32,
@@ -852,26 +920,20 @@ async fn deliver(ctx: &Ctx, request_no: u64, mut req: RenderedRequest) {
             latency_ms: latency.as_secs_f64() * 1000.0,
             idempotency_key: key.clone(),
         };
-        if o.outcome != OutcomeKind::Cancelled
-            && let Err(e) = ctx.env.log.events_done(&ctx.job, &o.events, &o).await
-        {
-            ctx.halt(e);
-        }
-        {
-            let mut t = lock(&ctx.tally);
-            match o.outcome {
-                OutcomeKind::Delivered => {
-                    t.stats.delivered += 1;
-                    t.stats.delivered_events += o.events.len() as u64;
-                }
-                OutcomeKind::Failed => {
-                    t.stats.failed += 1;
-                    t.stats.failed_events += o.events.len() as u64;
-                }
-                OutcomeKind::Cancelled => {}
-            }
-        }
-        ctx.report.outcome(&ctx.job, &o);
+        let Some((slot, unrecorded)) = lock(&held).take() else {
+            return;
+        };
+        drop(slot);
+        let commit = if o.outcome == OutcomeKind::Cancelled {
+            committed()
+        } else {
+            ctx.env.log.events_done(&ctx.job, &o.events, &o)
+        };
+        ctx.finished(Finished {
+            commit,
+            outcome: o,
+            unrecorded: Some(unrecorded),
+        });
     };
     loop {
         if !gate(&mut control).await {

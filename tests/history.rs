@@ -247,7 +247,7 @@ fn a_version_1_database_is_migrated_and_its_jobs_stay_readable() {
     let v: i64 = c
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .expect("version");
-    assert_eq!(v, 3);
+    assert_eq!(v, 4);
     drop(h);
     // Reopening a migrated database changes nothing.
     let h = History::open(&path).expect("reopens");
@@ -493,4 +493,112 @@ fn a_lost_unacknowledged_record_is_reported_by_the_jobs_next_commit() {
         "event 0 did commit"
     );
     assert!(h.attempts("j", 10).expect("attempts").is_empty());
+}
+
+fn attempt(job: &str, request_no: u64) -> AttemptLog {
+    AttemptLog {
+        job: job.into(),
+        request_no,
+        attempt: 1,
+        method: "POST".into(),
+        url: format!("http://127.0.0.1/{}", request_no % 3),
+        request_headers: vec![("Content-Type".into(), "application/json".into())],
+        status: Some(200),
+        response_headers: vec![("date".into(), "Sun, 06 Dec 2026 04:31:38 GMT".into())],
+        response_body: format!("ok {request_no}").into_bytes(),
+        latency_ms: 1.5,
+        error: None,
+    }
+}
+
+/// Attempts are kept as pages; rows recorded one each before (schema 3) are read
+/// first, and a job written again after a reopen (a resume in another process) goes
+/// on after its earlier attempts: ranges read across rows, pages and reopenings give
+/// every attempt once, in the order made.
+#[test]
+fn attempts_read_by_range_span_old_rows_pages_and_reopenings() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("h.sqlite3");
+    {
+        let h = History::open(&path).expect("open");
+        drop(h.writer().job_started(&new_job("j", "d", "e", 1000)));
+        h.writer().flush().expect("flush");
+    }
+    // One attempt as an older Hookline recorded it: a row of its own.
+    rusqlite::Connection::open(&path)
+        .expect("sqlite")
+        .execute(
+            "INSERT INTO attempts(job_id, request_no, attempt, at, method, url, request_headers, status, response_headers, response_body, latency_ms, error)
+             VALUES ('j', 0, 1, 'then', 'POST', 'http://127.0.0.1/old', '[]', 500, '[]', x'6f6c64', 2.0, 'HTTP 500')",
+            [],
+        )
+        .expect("legacy row");
+    for (from, to) in [(1u64, 301u64), (301, 601)] {
+        let h = History::open(&path).expect("reopen");
+        let w = h.writer();
+        for n in from..to {
+            w.attempt(attempt("j", n));
+            if n % 97 == 0 {
+                w.flush().expect("flush");
+            }
+        }
+        // Another job's attempts interleave without taking its numbers.
+        w.attempt(attempt("other", 7));
+        w.flush().expect("flush");
+    }
+    let h = History::open(&path).expect("reopen");
+    let all = h.attempts_range("j", 0, 10_000).expect("all");
+    assert_eq!(
+        all.iter().map(|a| a.request_no).collect::<Vec<_>>(),
+        (0..601).collect::<Vec<_>>(),
+        "every attempt once, in the order made"
+    );
+    assert_eq!(
+        (all[0].url.as_str(), all[0].status, all[0].error.as_deref()),
+        ("http://127.0.0.1/old", Some(500), Some("HTTP 500"))
+    );
+    let a = &all[400];
+    assert_eq!(
+        (
+            a.url.as_str(),
+            a.request_headers.as_str(),
+            a.response_headers.as_str(),
+            a.response_body.as_slice(),
+            a.latency_ms
+        ),
+        (
+            "http://127.0.0.1/1",
+            r#"[["Content-Type","application/json"]]"#,
+            r#"[["date","Sun, 06 Dec 2026 04:31:38 GMT"]]"#,
+            &b"ok 400"[..],
+            1.5
+        )
+    );
+    for (offset, limit) in [(0, 1), (0, 3), (1, 2), (95, 10), (255, 3), (299, 5), (590, 50)] {
+        let page = h.attempts_range("j", offset, limit).expect("page");
+        let want = &all[offset.min(all.len())..(offset + limit).min(all.len())];
+        assert_eq!(
+            page.iter().map(|a| a.request_no).collect::<Vec<_>>(),
+            want.iter().map(|a| a.request_no).collect::<Vec<_>>(),
+            "offset {offset} limit {limit}"
+        );
+    }
+    assert!(h.attempts_range("j", 601, 5).expect("past").is_empty());
+    assert_eq!(h.attempts_range("other", 0, 10).expect("other").len(), 2);
+}
+
+/// A damaged page is reported as damage, naming the database, not a panic.
+#[test]
+fn a_damaged_attempt_page_is_an_error() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("h.sqlite3");
+    let h = History::open(&path).expect("open");
+    h.writer().attempt(attempt("j", 1));
+    h.writer().flush().expect("flush");
+    rusqlite::Connection::open(&path)
+        .expect("sqlite")
+        .execute("UPDATE attempt_pages SET data = x'ffffffff'", [])
+        .expect("damage");
+    let e = h.attempts_range("j", 0, 5).expect_err("damaged").to_string();
+    assert!(e.contains("h.sqlite3") && e.contains("attempt page"), "{e}");
 }

@@ -659,7 +659,12 @@ pub async fn run_job(
 
     let render_ctx = RenderCtx::new(env.secrets.clone());
     let slots = Arc::new(Semaphore::new(policy.concurrency.max(1)));
-    let unrecorded = Arc::new(Semaphore::new(policy.concurrency.max(1).saturating_mul(2)));
+    let unrecorded = Arc::new(Semaphore::new(
+        policy
+            .concurrency
+            .max(1)
+            .saturating_mul(UNRECORDED_PER_SLOT),
+    ));
     let mut workers = Workers {
         tasks: JoinSet::new(),
         inflight: std::collections::HashMap::new(),
@@ -741,7 +746,7 @@ pub async fn run_job(
         // The job stays `running` in the history (its heartbeat stops), so it shows
         // as interrupted and resumable; nothing more is written to a failing database.
         return Err(format!(
-            "job {} stopped: {e}; --resume {} sends again what is not recorded as delivered (at most twice the concurrency in requests)",
+            "job {} stopped: {e}; --resume {} sends again what is not recorded as delivered (at most four times the concurrency in requests)",
             spec.job, spec.job
         ));
     }
@@ -877,10 +882,16 @@ enum Try {
     },
 }
 
+/// Requests answered or in flight whose outcome the history has not yet committed,
+/// per slot of concurrency. Commits come every millisecond or so, but a busy disk can
+/// hold one for several: with room for four slots' worth, sending goes on meanwhile
+/// (2 measured 6 % fewer requests per second than 4 against a local sink).
+const UNRECORDED_PER_SLOT: usize = 4;
+
 /// What a request holds while it runs: a slot (one of `concurrency`, given back once
 /// it is answered) and a place among the requests whose outcome is not yet committed
-/// (one of `2 × concurrency`, kept until it is). So the history's commits are off the
-/// delivery path, and a kill still leaves at most `2 × concurrency` requests sent but
+/// (one of `4 × concurrency`, kept until it is). So the history's commits are off the
+/// delivery path, and a kill still leaves at most `4 × concurrency` requests sent but
 /// unrecorded (each re-sent by a resume with its idempotency key).
 struct Permits {
     slot: tokio::sync::OwnedSemaphorePermit,

@@ -1,6 +1,6 @@
 //! The history: a `SQLite` database (WAL) in the user's data directory holding jobs,
 //! the final state of their events, every delivery attempt (secrets already
-//! redacted by the caller), and captures. Writes go through one writer thread that
+//! redacted by the caller; kept as pages, see [`super::pages`]), and captures. Writes go through one writer thread that
 //! commits whatever is queued in a single transaction (group commit; while records
 //! keep coming, commits are [`COMMIT_SPACING`] apart so each holds many), so recording
 //! costs sending little; a committed transaction survives the process being killed,
@@ -25,6 +25,8 @@ use crate::core::job::{
 };
 use crate::core::model::Destination;
 
+use super::pages::{self, PageBuilder};
+
 /// Response bodies are kept up to this size.
 pub const MAX_BODY: usize = 64 * 1024;
 
@@ -38,17 +40,23 @@ pub const MAX_JOB_EVENTS: u64 = crate::core::import::MAX_IMPORT_BYTES / 2;
 pub const STALE_AFTER: Duration = Duration::from_secs(10);
 
 /// The least time between two commits of the writer while records keep coming. A
-/// request holds its concurrency slot until its commit, so this is latency: measured
-/// with 64 requests in flight to a local sink, 250 µs gave the most requests per second
-/// (0 commits every few records and spends the CPU on commits; 1 ms waits too long).
-const COMMIT_SPACING: Duration = Duration::from_micros(250);
+/// request's slot is free once it is answered (its outcome waits for the commit
+/// among a bounded number of unrecorded ones), so spacing costs memory, not
+/// requests per second; each commit costs CPU, so fewer are better: 1 ms spent
+/// 0.1 s less CPU than 250 µs over 50 000 requests to a local sink.
+const COMMIT_SPACING: Duration = Duration::from_micros(1000);
+
+/// The least time between two WAL checkpoints while commits keep coming.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 
 /// How long a write waits for another connection's lock before it fails.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// 1: jobs, events, attempts, captures. 2: job fingerprints, pid and heartbeat.
-/// 3: a capture's status and collect route; a job's destination id.
-const SCHEMA_VERSION: i64 = 3;
+/// 3: a capture's status and collect route; a job's destination id. 4: attempts
+/// recorded as pages (`attempt_pages`, see [`super::pages`]); rows recorded before
+/// stay in `attempts` and are read first.
+const SCHEMA_VERSION: i64 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HistoryError {
@@ -222,6 +230,15 @@ fn migrate(c: &mut Connection, path: &Path) -> Result<(), HistoryError> {
         )
         .map_err(err)?;
     }
+    if v < 4 {
+        tx.execute_batch(
+            "CREATE TABLE IF NOT EXISTS attempt_pages(
+                job_id TEXT NOT NULL, first_seq INTEGER NOT NULL, n INTEGER NOT NULL,
+                at TEXT NOT NULL, data BLOB NOT NULL);
+             CREATE INDEX IF NOT EXISTS attempt_pages_job ON attempt_pages(job_id, first_seq);",
+        )
+        .map_err(err)?;
+    }
     if v < SCHEMA_VERSION {
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(err)?;
@@ -322,14 +339,29 @@ impl History {
         prepare_files(path)?;
         let mut write = open_conn(path)?;
         migrate(&mut write, path)?;
+        // The writer never checkpoints (copying the WAL into the database and syncing
+        // it stalled commits for milliseconds): a thread of its own does, nudged by the
+        // writer after its commits.
+        write
+            .pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(|source| HistoryError::Sqlite {
+                path: path.display().to_string(),
+                source,
+            })?;
+        let checkpoints = open_conn(path)?;
         let reader = open_conn(path)?;
         let (tx, rx) = mpsc::channel();
         let error = Arc::new(Mutex::new(None));
         let shown: Arc<str> = path.display().to_string().into();
         let (err2, p2) = (error.clone(), shown.clone());
+        let (nudge, nudged) = mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name("hookline-checkpoint".into())
+            .spawn(move || checkpoint_loop(&checkpoints, &nudged))
+            .map_err(|e| HistoryError::Other(format!("cannot start the history writer: {e}")))?;
         std::thread::Builder::new()
             .name("hookline-history".into())
-            .spawn(move || writer_loop(write, &rx, &err2, &p2))
+            .spawn(move || writer_loop(write, &rx, &err2, &p2, &nudge))
             .map_err(|e| HistoryError::Other(format!("cannot start the history writer: {e}")))?;
         Ok(Self {
             path: path.to_path_buf(),
@@ -679,38 +711,60 @@ impl History {
         Ok(page)
     }
 
-    /// Attempts `offset .. offset + limit` of a job, by request number then in the
-    /// order made. Read through the `(job_id, request_no)` index
-    /// ([`ATTEMPTS_PAGE_SQL`]): the rows before the page are stepped over, never loaded.
+    /// Attempts `offset .. offset + limit` of a job in the order they were made
+    /// (those recorded before schema 4, one row each, first). Only the pages holding
+    /// the range are read and decoded ([`ATTEMPTS_PAGE_SQL`], through the
+    /// `(job_id, first_seq)` index), so a page of a 100 000-attempt job costs what
+    /// the first page does.
     pub fn attempts_range(
         &self,
         job: &str,
         offset: usize,
         limit: usize,
     ) -> Result<Vec<AttemptRow>, HistoryError> {
-        let (offset, limit) = (
-            i64::try_from(offset).unwrap_or(i64::MAX),
-            i64::try_from(limit).unwrap_or(i64::MAX),
-        );
-        self.read(|c| {
+        let sql = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        let (mut out, legacy) = self.read(|c| {
+            let legacy: i64 = c
+                .prepare_cached("SELECT COUNT(*) FROM attempts WHERE job_id = ?1")?
+                .query_row(params![job], |r| r.get(0))?;
+            let rows = if sql(offset) < legacy {
+                let mut st = c.prepare_cached(LEGACY_ATTEMPTS_SQL)?;
+                let rows = st.query_map(params![job, sql(offset), sql(limit)], attempt_row)?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()?
+            } else {
+                Vec::new()
+            };
+            Ok((rows, usize::try_from(legacy).unwrap_or(0)))
+        })?;
+        let start = offset.saturating_sub(legacy);
+        let end = start.saturating_add(limit - out.len().min(limit));
+        if end <= start {
+            return Ok(out);
+        }
+        let pages: Vec<(i64, i64, Vec<u8>)> = self.read(|c| {
             let mut st = c.prepare_cached(ATTEMPTS_PAGE_SQL)?;
-            let rows = st.query_map(params![job, offset, limit], attempt_row)?;
+            let rows = st.query_map(params![job, sql(start), sql(end)], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?;
             rows.collect()
-        })
+        })?;
+        for (first, _, data) in pages {
+            let first = usize::try_from(first)
+                .map_err(|_| self.damaged(format!("attempt page of job {job} at {first}")))?;
+            let from = start.max(first);
+            if from >= end {
+                break;
+            }
+            let got = pages::decode(&data, from - first, end - from)
+                .map_err(|e| self.damaged(format!("job {job}: {e}")))?;
+            out.extend(got.into_iter().map(AttemptRow::from));
+        }
+        Ok(out)
     }
 
+    /// The first `limit` attempts of a job, in the order made.
     pub fn attempts(&self, job: &str, limit: usize) -> Result<Vec<AttemptRow>, HistoryError> {
-        self.read(|c| {
-            let mut st = c.prepare(
-                "SELECT request_no, attempt, method, url, request_headers, status, response_body, latency_ms, error
-                 FROM attempts WHERE job_id = ?1 ORDER BY id LIMIT ?2",
-            )?;
-            let rows = st.query_map(
-                params![job, i64::try_from(limit).unwrap_or(i64::MAX)],
-                attempt_row,
-            )?;
-            rows.collect()
-        })
+        self.attempts_range(job, 0, limit)
     }
 
     /// Captures after `after_id`, oldest first, as the receiver produced them; `id`
@@ -892,9 +946,17 @@ pub const JOB_EVENTS_PAGE_SQL: &str =
     "SELECT rowid, first, last, state, attempts, status, error FROM job_events
      WHERE job_id = ?1 AND first <= ?3 AND last >= ?2";
 
-/// The query behind [`History::attempts_range`].
-pub const ATTEMPTS_PAGE_SQL: &str = "SELECT request_no, attempt, method, url, request_headers, status, response_body, latency_ms, error
-     FROM attempts WHERE job_id = ?1 ORDER BY request_no, id LIMIT ?3 OFFSET ?2";
+/// The query behind [`History::attempts_range`]: the pages holding attempts
+/// `?2 .. ?3` of job `?1` (the last page starting at or before `?2`, and those after
+/// it starting before `?3`).
+pub const ATTEMPTS_PAGE_SQL: &str = "SELECT first_seq, n, data FROM attempt_pages
+     WHERE job_id = ?1 AND first_seq < ?3 AND first_seq >= COALESCE(
+         (SELECT MAX(first_seq) FROM attempt_pages WHERE job_id = ?1 AND first_seq <= ?2), 0)
+     ORDER BY first_seq";
+
+/// Attempts recorded a row each (before schema 4), in the order made.
+const LEGACY_ATTEMPTS_SQL: &str = "SELECT request_no, attempt, method, url, request_headers, status, response_body, latency_ms, error, response_headers
+     FROM attempts WHERE job_id = ?1 ORDER BY id LIMIT ?3 OFFSET ?2";
 
 fn attempt_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AttemptRow> {
     Ok(AttemptRow {
@@ -909,7 +971,25 @@ fn attempt_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AttemptRow> {
         response_body: r.get(6)?,
         latency_ms: r.get(7)?,
         error: r.get(8)?,
+        response_headers: r.get(9)?,
     })
+}
+
+impl From<pages::PageAttempt> for AttemptRow {
+    fn from(a: pages::PageAttempt) -> Self {
+        Self {
+            request_no: a.request_no,
+            attempt: a.attempt,
+            method: a.method,
+            url: a.url,
+            request_headers: a.request_headers,
+            status: a.status,
+            response_body: a.response_body,
+            latency_ms: a.latency_ms,
+            error: a.error,
+            response_headers: a.response_headers,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -924,6 +1004,8 @@ pub struct AttemptRow {
     pub response_body: Vec<u8>,
     pub latency_ms: f64,
     pub error: Option<String>,
+    /// JSON `[[name, value], …]`, redacted.
+    pub response_headers: String,
 }
 
 impl HistoryWriter {
@@ -1023,17 +1105,37 @@ impl JobLog for HistoryWriter {
     }
 }
 
+/// Checkpoints the WAL (PASSIVE: never blocks the writer) when the writer has
+/// committed, at most every [`CHECKPOINT_EVERY`]; ends with the writer. The last
+/// connection to close checkpoints what is left and removes the WAL.
+fn checkpoint_loop(conn: &Connection, nudged: &mpsc::Receiver<()>) {
+    let mut last = std::time::Instant::now();
+    while nudged.recv().is_ok() {
+        let next = last + CHECKPOINT_EVERY;
+        let now = std::time::Instant::now();
+        if next > now {
+            std::thread::sleep(next - now);
+        }
+        // A failed checkpoint loses nothing (the WAL keeps the commits); the next
+        // one tries again.
+        let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+        last = std::time::Instant::now();
+    }
+}
+
 fn writer_loop(
     mut conn: Connection,
     rx: &mpsc::Receiver<Record>,
     error: &Mutex<Option<String>>,
     path: &str,
+    nudge: &mpsc::SyncSender<()>,
 ) {
     let mut batch = Vec::with_capacity(4096);
     // Jobs that lost records nobody was waiting for (attempts, heartbeats) in a failed
     // transaction: their next acknowledgement reports it, so the job stops.
     let mut lost: std::collections::HashMap<String, String> = std::collections::HashMap::new();
     let mut last_commit: Option<std::time::Instant> = None;
+    let mut seqs = AttemptSeqs::default();
     while let Ok(first) = rx.recv() {
         batch.push(first);
         // Under load, commits are spaced: what arrives meanwhile joins the next one,
@@ -1052,8 +1154,12 @@ fn writer_loop(
             }
         }
         let mut owed = Owed::default();
-        let result = write_batch(&mut conn, &mut batch, &mut owed)
+        let result = write_batch(&mut conn, &mut batch, &mut owed, &mut seqs)
             .map_err(|e| format!("history database {path}: {e}"));
+        if result.is_err() {
+            // What the lost transaction numbered is not on record: read again.
+            seqs.next.clear();
+        }
         batch.clear();
         if let Err(e) = &result {
             *error
@@ -1077,6 +1183,8 @@ fn writer_loop(
         for f in owed.flushes {
             let _ = f.send(());
         }
+        // Full means a checkpoint is already due.
+        let _ = nudge.try_send(());
         last_commit = Some(std::time::Instant::now());
     }
 }
@@ -1107,12 +1215,111 @@ impl Owed {
     }
 }
 
+/// The next attempt sequence number of each job the writer has paged, read from the
+/// database the first time (a resumed job goes on after its earlier attempts).
+#[derive(Default)]
+struct AttemptSeqs {
+    next: std::collections::HashMap<String, i64>,
+}
+
+impl AttemptSeqs {
+    fn take(
+        &mut self,
+        tx: &rusqlite::Transaction<'_>,
+        job: &str,
+        n: usize,
+    ) -> rusqlite::Result<i64> {
+        let first = match self.next.get(job) {
+            Some(&s) => s,
+            None => tx.query_row(
+                "SELECT COALESCE(MAX(first_seq + n), 0) FROM attempt_pages WHERE job_id = ?1",
+                params![job],
+                |r| r.get(0),
+            )?,
+        };
+        self.next
+            .insert(job.to_owned(), first + i64::try_from(n).unwrap_or(i64::MAX));
+        Ok(first)
+    }
+}
+
+/// The attempt pages a transaction is filling, one per job.
+#[derive(Default)]
+struct OpenPages {
+    pages: Vec<(String, PageBuilder)>,
+}
+
+impl OpenPages {
+    /// Add an attempt; a page that is full is written first.
+    fn push(
+        &mut self,
+        tx: &rusqlite::Transaction<'_>,
+        seqs: &mut AttemptSeqs,
+        at: &str,
+        a: &AttemptLog,
+    ) -> rusqlite::Result<()> {
+        let i = match self.pages.iter().position(|(job, _)| *job == a.job) {
+            Some(i) => i,
+            None => {
+                self.pages.push((a.job.clone(), PageBuilder::default()));
+                self.pages.len() - 1
+            }
+        };
+        let (job, page) = &mut self.pages[i];
+        if page.is_full() {
+            write_page(tx, seqs, at, job, page)?;
+        }
+        page.push(a);
+        Ok(())
+    }
+
+    fn write_all(
+        &mut self,
+        tx: &rusqlite::Transaction<'_>,
+        seqs: &mut AttemptSeqs,
+        at: &str,
+    ) -> rusqlite::Result<()> {
+        for (job, page) in &mut self.pages {
+            if !page.is_empty() {
+                write_page(tx, seqs, at, job, page)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn write_page(
+    tx: &rusqlite::Transaction<'_>,
+    seqs: &mut AttemptSeqs,
+    at: &str,
+    job: &str,
+    page: &mut PageBuilder,
+) -> rusqlite::Result<()> {
+    let (blob, n) = page.finish();
+    let first = seqs.take(tx, job, n)?;
+    tx.prepare_cached(
+        "INSERT INTO attempt_pages(job_id, first_seq, n, at, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        job,
+        first,
+        i64::try_from(n).unwrap_or(i64::MAX),
+        at,
+        blob
+    ])?;
+    Ok(())
+}
+
 fn write_batch(
     conn: &mut Connection,
     batch: &mut Vec<Record>,
     owed: &mut Owed,
+    seqs: &mut AttemptSeqs,
 ) -> rusqlite::Result<()> {
-    let tx = match conn.transaction() {
+    // IMMEDIATE: the write lock is taken (waiting out a busy database) at BEGIN; a
+    // deferred transaction that read first (an attempt page's sequence number) would
+    // fail at once on a locked database instead of waiting.
+    let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
         Ok(tx) => tx,
         Err(e) => {
             for r in batch.drain(..) {
@@ -1125,10 +1332,7 @@ fn write_batch(
     {
         let at = now();
         let mut ev = tx.prepare_cached("INSERT INTO job_events(job_id, first, last, state, attempts, status, error, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")?;
-        let mut att = tx.prepare_cached(
-            "INSERT INTO attempts(job_id, request_no, attempt, at, method, url, request_headers, status, response_headers, response_body, latency_ms, error)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-        )?;
+        let mut pages = OpenPages::default();
         let mut failure = None;
         // Consecutive event records alike but for their indices (one request each,
         // unbatched) become one set of merged range rows: fewer rows, same states.
@@ -1172,6 +1376,15 @@ fn write_batch(
                     }
                     continue;
                 }
+                Record::Attempt(a) => {
+                    // Nobody waits for an attempt: a failed transaction is reported
+                    // to its job with the job's next acknowledgement.
+                    if owed.unacked.last() != Some(&a.job) {
+                        owed.unacked.push(a.job.clone());
+                    }
+                    failure = pages.push(&tx, seqs, &at, &a).err();
+                    continue;
+                }
                 other => other,
             };
             // Attempts, heartbeats and captures do not touch event rows: a run goes on
@@ -1187,7 +1400,7 @@ fn write_batch(
                 owed.settle(r);
                 continue;
             }
-            if let Err(e) = apply(&tx, &mut ev, &mut att, r, owed, &at, pid) {
+            if let Err(e) = apply(&tx, &mut ev, r, owed, &at, pid) {
                 failure = Some(e);
             }
         }
@@ -1195,6 +1408,9 @@ fn write_batch(
             && let Some(done) = run.take()
         {
             failure = done.write(&mut ev, &at).err();
+        }
+        if failure.is_none() {
+            failure = pages.write_all(&tx, seqs, &at).err();
         }
         if let Some(e) = failure {
             return Err(e);
@@ -1251,7 +1467,6 @@ impl EventsRun {
 fn apply(
     tx: &rusqlite::Transaction<'_>,
     ev: &mut rusqlite::CachedStatement<'_>,
-    att: &mut rusqlite::CachedStatement<'_>,
     r: Record,
     owed: &mut Owed,
     at: &str,
@@ -1306,23 +1521,8 @@ fn apply(
             }
             .write(ev, at)?;
         }
-        Record::Attempt(a) => {
-            owed.unacked.push(a.job.clone());
-            att.execute(params![
-                a.job,
-                a.request_no as i64,
-                i64::from(a.attempt),
-                at,
-                a.method,
-                a.url,
-                serde_json::to_string(&a.request_headers).unwrap_or_default(),
-                a.status.map(i64::from),
-                serde_json::to_string(&a.response_headers).unwrap_or_default(),
-                a.response_body,
-                a.latency_ms,
-                a.error
-            ])?;
-        }
+        // Paged by `write_batch`.
+        Record::Attempt(_) => {}
         Record::Capture(c) => {
             tx.execute(
                 "INSERT INTO captures(at, method, path, query, headers, body, signature, status, collect) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",

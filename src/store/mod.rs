@@ -2,4 +2,5 @@
 pub mod history;
 pub mod import;
 pub mod keyring;
+pub mod pages;
 pub mod workspace;

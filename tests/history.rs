@@ -574,7 +574,15 @@ fn attempts_read_by_range_span_old_rows_pages_and_reopenings() {
             1.5
         )
     );
-    for (offset, limit) in [(0, 1), (0, 3), (1, 2), (95, 10), (255, 3), (299, 5), (590, 50)] {
+    for (offset, limit) in [
+        (0, 1),
+        (0, 3),
+        (1, 2),
+        (95, 10),
+        (255, 3),
+        (299, 5),
+        (590, 50),
+    ] {
         let page = h.attempts_range("j", offset, limit).expect("page");
         let want = &all[offset.min(all.len())..(offset + limit).min(all.len())];
         assert_eq!(
@@ -599,6 +607,9 @@ fn a_damaged_attempt_page_is_an_error() {
         .expect("sqlite")
         .execute("UPDATE attempt_pages SET data = x'ffffffff'", [])
         .expect("damage");
-    let e = h.attempts_range("j", 0, 5).expect_err("damaged").to_string();
+    let e = h
+        .attempts_range("j", 0, 5)
+        .expect_err("damaged")
+        .to_string();
     assert!(e.contains("h.sqlite3") && e.contains("attempt page"), "{e}");
 }

@@ -449,30 +449,26 @@ impl Workers {
         self.inflight.insert(h.id(), (request_no, events));
     }
 
-    async fn reap_ready(&mut self, ctx: &Ctx) {
+    fn reap_ready(&mut self, ctx: &Ctx) {
         while let Some(r) = self.tasks.try_join_next_with_id() {
-            self.reaped(ctx, r).await;
+            self.reaped(ctx, r);
         }
     }
 
     async fn join_all(&mut self, ctx: &Ctx) {
         while let Some(r) = self.tasks.join_next_with_id().await {
-            self.reaped(ctx, r).await;
+            self.reaped(ctx, r);
         }
     }
 
-    async fn reaped(
-        &mut self,
-        ctx: &Ctx,
-        r: Result<(tokio::task::Id, ()), tokio::task::JoinError>,
-    ) {
+    fn reaped(&mut self, ctx: &Ctx, r: Result<(tokio::task::Id, ()), tokio::task::JoinError>) {
         match r {
             Ok((id, ())) => {
                 self.inflight.remove(&id);
             }
             Err(e) => {
                 if let Some((request_no, events)) = self.inflight.remove(&e.id()) {
-                    worker_died(ctx, request_no, events).await;
+                    worker_died(ctx, request_no, events);
                 }
             }
         }
@@ -481,7 +477,7 @@ impl Workers {
 
 /// A delivery task panicked: its events count as failed (recorded so), and the job
 /// goes on; it ends `failed`.
-async fn worker_died(ctx: &Ctx, request_no: u64, events: Vec<usize>) {
+fn worker_died(ctx: &Ctx, request_no: u64, events: Vec<usize>) {
     let o = Outcome {
         request_no,
         request: String::new(),
@@ -825,7 +821,7 @@ impl BatchSpawner<'_> {
                 Permits { slot, unrecorded },
                 req,
             );
-            workers.reap_ready(self.ctx).await;
+            workers.reap_ready(self.ctx);
         }
         true
     }

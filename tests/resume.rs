@@ -516,18 +516,23 @@ fn resume_refuses_other_events_of_the_same_length_and_changed_destination_settin
     let job = job_id(&first.stderr);
     let stderr = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).into_owned();
 
-    // The job records the XXH3-128 of the events file's bytes.
+    // The job records the events file's fingerprint: XXH3-128 over the XXH3-128 of
+    // each MiB (here one) and the length.
     let events = setup.path("events.ndjson");
     let original = std::fs::read(&events).expect("events");
     {
         let h =
             History::open(std::path::Path::new(&setup.path("history.sqlite3"))).expect("history");
         let info = h.job(&job).expect("read").expect("job");
+        let mut tree = xxhash_rust::xxh3::xxh3_128(&original)
+            .to_le_bytes()
+            .to_vec();
+        tree.extend_from_slice(&(original.len() as u64).to_le_bytes());
         assert_eq!(
             info.events_digest,
             Some(format!(
-                "xxh3-128:{:032x}",
-                xxhash_rust::xxh3::xxh3_128(&original)
+                "xxh3-blocks:{:032x}",
+                xxhash_rust::xxh3::xxh3_128(&tree)
             ))
         );
         assert!(info.destination_sha256.is_some());

@@ -54,6 +54,9 @@ write("big.ndjson", big)
 with open(f"{work}/body.json", "w") as f:
     f.write(json.dumps(ev(1), separators=(",", ":")))
 PY
+# The files just written are still being flushed to disk: wait for that, or the
+# writeback competes with the first rounds.
+sync
 BODY_BYTES=$(wc -c < "$work/body.json")
 BIG_MB=$(( $(wc -c < "$work/big.ndjson") / 1048576 ))
 cat > "$work/post.lua" <<LUA
@@ -101,6 +104,7 @@ for round in $(seq "$ROUNDS"); do
   echo "== round $round"
   if [ "$HAVE_WRK" = 1 ]; then
     record wrk "$(wrk -c64 -t2 -d5s -s "$work/post.lua" "$URL" | awk '/Requests\/sec/ {printf "%.0f", $2}')" req/s
+    sleep 1
   fi
   record bare "$($BARE "$URL" "$work/body.json" "$UNBATCHED" 64 | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["requests_per_s"]))')" req/s
   send send small.ndjson sink

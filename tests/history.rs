@@ -319,7 +319,8 @@ fn resumable_jobs_lists_ended_and_crashed_jobs_but_not_running_or_done_ones() {
     assert!(!live.interrupted);
 }
 
-/// A log that panics when asked to record event 3 as delivered: a bug in a worker.
+/// A log that panics when asked to record the attempt of request 4 (event 3, the
+/// events going one a request, in order): a bug in a delivery task.
 struct PanicsOnEvent3(HistoryWriter);
 
 impl JobLog for PanicsOnEvent3 {
@@ -331,13 +332,13 @@ impl JobLog for PanicsOnEvent3 {
         self.0.job_resumed(job)
     }
     fn attempt(&self, a: AttemptLog) {
+        assert!(
+            !(a.request_no == 4 && a.job != "resume-panics"),
+            "injected panic in a delivery task"
+        );
         self.0.attempt(a);
     }
     fn events_done(&self, job: &str, events: &[usize], o: &Outcome) -> Commit {
-        assert!(
-            !(events.contains(&3) && o.outcome == OutcomeKind::Delivered),
-            "injected panic in a delivery task"
-        );
         self.0.events_done(job, events, o)
     }
     fn events_skipped(&self, job: &str, events: &[usize]) -> Commit {
@@ -367,6 +368,56 @@ fn send(job: &str, dest: &Destination, n: usize, resume: bool) -> Command {
         resume,
         fingerprint: JobFingerprint::default(),
     }
+}
+
+/// A log that panics when asked to record event 3's outcome: a bug where outcomes
+/// are recorded (the job's committer), not in a delivery task.
+struct PanicsRecordingEvent3(HistoryWriter);
+
+impl JobLog for PanicsRecordingEvent3 {
+    fn job_started(&self, j: &NewJob) -> Commit {
+        self.0.job_started(j)
+    }
+    fn job_resumed(&self, job: &str) -> Commit {
+        self.0.job_resumed(job)
+    }
+    fn attempt(&self, a: AttemptLog) {
+        self.0.attempt(a);
+    }
+    fn events_done(&self, job: &str, events: &[usize], o: &Outcome) -> Commit {
+        assert!(!events.contains(&3), "injected panic recording an outcome");
+        self.0.events_done(job, events, o)
+    }
+    fn events_skipped(&self, job: &str, events: &[usize]) -> Commit {
+        self.0.events_skipped(job, events)
+    }
+    fn job_finished(&self, job: &str, state: &str) -> Commit {
+        self.0.job_finished(job, state)
+    }
+}
+
+#[test]
+fn a_panic_recording_outcomes_ends_the_job_failed_instead_of_hanging() {
+    let srv =
+        common::serve(axum::Router::new().route("/hook", axum::routing::post(|| async { "ok" })));
+    let dir = tempfile::tempdir().expect("tmp");
+    let h = History::open(&dir.path().join("h.sqlite3")).expect("open");
+    let dest = common::fast(Destination::new("d", srv.url("/hook")));
+    let mut config = RuntimeConfig::new(Secrets::memory(&[]));
+    config.log = Arc::new(PanicsRecordingEvent3(h.writer()));
+    let (rt, updates) = Runtime::start(config, || {}).expect("runtime");
+    assert!(rt.send(send("rec", &dest, 10, false)));
+    let run = common::collect(&updates, Duration::from_secs(30));
+    let e = run.error.expect("the job ends with an error, not as done");
+    assert!(e.contains("internal error") && e.contains("rec"), "{e}");
+    drop(rt);
+    h.writer().flush().expect("flush");
+    let info = h.job("rec").expect("read").expect("job");
+    assert_ne!(info.state, "done");
+    assert!(
+        h.undelivered("rec").expect("left").contains(&3),
+        "what was not recorded stays to be sent by a resume"
+    );
 }
 
 #[test]

@@ -79,6 +79,20 @@ pub trait JobLog: Send + Sync {
     }
     /// The events of one request reached a final state.
     fn events_done(&self, job: &str, events: &[usize], outcome: &Outcome) -> Commit;
+    /// Several requests' outcomes at once (each for its own `events`), one commit for
+    /// all: what a busy job records. Cancelled outcomes are not recorded.
+    fn events_done_many(&self, job: &str, outcomes: &[&Outcome]) -> Commit {
+        let commits: Vec<Commit> = outcomes
+            .iter()
+            .map(|o| self.events_done(job, &o.events, o))
+            .collect();
+        Box::pin(async move {
+            for c in commits {
+                c.await?;
+            }
+            Ok(())
+        })
+    }
     /// Events that need no request (skipped by the trigger): final, never re-sent.
     fn events_skipped(&self, job: &str, events: &[usize]) -> Commit;
     fn job_finished(&self, job: &str, state: &str) -> Commit;

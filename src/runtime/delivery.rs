@@ -412,9 +412,16 @@ impl Ctx {
 
 impl Ctx {
     fn finished(&self, f: Finished) {
-        if let Some(tx) = &*lock(&self.done) {
+        let sent = match &*lock(&self.done) {
             // The committer lives until the channel closes, which is after this.
-            let _ = tx.send(f);
+            Some(tx) => tx.send(f).is_ok(),
+            None => false,
+        };
+        if !sent {
+            self.halt(format!(
+                "internal error: job {}'s outcomes can no longer be recorded (a bug)",
+                self.job
+            ));
         }
     }
 
@@ -491,9 +498,7 @@ fn worker_died(ctx: &Ctx, request_no: u64, events: Vec<usize>) {
         idempotency_key: String::new(),
         events,
     };
-    let commit = ctx.env.log.events_done(&ctx.job, &o.events, &o);
     ctx.finished(Finished {
-        commit,
         outcome: o,
         unrecorded: None,
     });
@@ -501,25 +506,60 @@ fn worker_died(ctx: &Ctx, request_no: u64, events: Vec<usize>) {
 
 /// A request's outcome on its way to the history.
 struct Finished {
-    commit: Commit,
     outcome: Outcome,
-    /// Freed once the commit is done (`None` for a task that died).
+    /// Freed once the outcome is committed (`None` for a task that died).
     unrecorded: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
-/// The job's committer: awaits the requests' commits in the order they were queued
-/// (the history commits records in that order, so one wake covers every record of a
-/// commit), then counts each outcome, reports it and frees its place among the
-/// unrecorded. A failed commit stops the job. Ends when `done` is closed, everything
-/// before handled.
+/// The job's committer: records the outcomes that have come in since it last looked
+/// as one group (one history record, one commit for the group), and once a group is
+/// committed — groups in the order recorded — counts and reports its outcomes and
+/// frees their places among the unrecorded. A failed commit stops the job. Ends when
+/// `done` is closed and every group is settled.
 async fn committer(ctx: Arc<Ctx>, mut done: mpsc::UnboundedReceiver<Finished>) {
-    while let Some(f) = done.recv().await {
-        if let Err(e) = f.commit.await {
-            ctx.halt(e);
+    let mut head: Option<(Commit, Vec<Finished>)> = None;
+    let mut queued: std::collections::VecDeque<(Commit, Vec<Finished>)> =
+        std::collections::VecDeque::new();
+    let mut open = true;
+    loop {
+        if head.is_none() {
+            head = queued.pop_front();
         }
-        let o = f.outcome;
-        {
-            let mut t = lock(&ctx.tally);
+        let mut incoming = Vec::new();
+        tokio::select! {
+            biased;
+            r = async {
+                match head.as_mut() {
+                    Some((c, _)) => c.await,
+                    None => std::future::pending().await,
+                }
+            }, if head.is_some() => {
+                let (_, group) = head.take().unwrap_or_else(|| (committed(), Vec::new()));
+                if let Err(e) = r {
+                    ctx.halt(e);
+                }
+                settle(&ctx, group);
+            }
+            n = done.recv_many(&mut incoming, 4096), if open => {
+                if n == 0 {
+                    open = false;
+                    continue;
+                }
+                let outcomes: Vec<&Outcome> = incoming.iter().map(|f| &f.outcome).collect();
+                let commit = ctx.env.log.events_done_many(&ctx.job, &outcomes);
+                queued.push_back((commit, incoming));
+            }
+            else => break,
+        }
+    }
+}
+
+/// Count, report and release a committed group of outcomes.
+fn settle(ctx: &Ctx, group: Vec<Finished>) {
+    {
+        let mut t = lock(&ctx.tally);
+        for f in &group {
+            let o = &f.outcome;
             match o.outcome {
                 OutcomeKind::Delivered => {
                     t.stats.delivered += 1;
@@ -532,7 +572,9 @@ async fn committer(ctx: Arc<Ctx>, mut done: mpsc::UnboundedReceiver<Finished>) {
                 OutcomeKind::Cancelled => {}
             }
         }
-        ctx.report.outcome(&ctx.job, &o);
+    }
+    for f in group {
+        ctx.report.outcome(&ctx.job, &f.outcome);
         drop(f.unrecorded);
     }
 }
@@ -732,7 +774,12 @@ pub async fn run_job(
     }
     workers.join_all(&ctx).await;
     lock(&ctx.done).take();
-    let _ = committing.await;
+    if committing.await.is_err() {
+        ctx.halt(format!(
+            "internal error: the task recording job {}'s outcomes stopped unexpectedly (a bug)",
+            spec.job
+        ));
+    }
     while acks.join_next().await.is_some() {}
     ticker.abort();
     forward.abort();
@@ -931,13 +978,7 @@ async fn deliver(ctx: &Ctx, request_no: u64, mut req: RenderedRequest, permits: 
             return;
         };
         drop(slot);
-        let commit = if o.outcome == OutcomeKind::Cancelled {
-            committed()
-        } else {
-            ctx.env.log.events_done(&ctx.job, &o.events, &o)
-        };
         ctx.finished(Finished {
-            commit,
             outcome: o,
             unrecorded: Some(unrecorded),
         });

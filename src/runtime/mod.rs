@@ -259,6 +259,9 @@ impl JobLog for ProbeLog {
     ) -> crate::core::job::Commit {
         self.inner.events_done(job, events, outcome)
     }
+    fn events_done_many(&self, job: &str, outcomes: &[&Outcome]) -> crate::core::job::Commit {
+        self.inner.events_done_many(job, outcomes)
+    }
     fn events_skipped(&self, job: &str, events: &[usize]) -> crate::core::job::Commit {
         self.inner.events_skipped(job, events)
     }

@@ -91,6 +91,12 @@ enum Record {
         error: Option<String>,
         ack: Ack,
     },
+    /// Outcomes of several requests of one job, one acknowledgement for them all.
+    Outcomes {
+        job: String,
+        rows: Vec<OutcomeRow>,
+        ack: Ack,
+    },
     Attempt(Box<AttemptLog>),
     Capture(Box<Capture>),
     JobFinished {
@@ -100,6 +106,17 @@ enum Record {
     },
     Heartbeat(String),
     Flush(mpsc::SyncSender<()>),
+}
+
+/// One request's outcome: its events as ranges (the first inline, as a request of
+/// one event has just it), its state and how it ended.
+struct OutcomeRow {
+    first: (usize, usize),
+    more: Vec<(usize, usize)>,
+    state: &'static str,
+    attempts: u32,
+    status: Option<u16>,
+    error: Option<String>,
 }
 
 /// Queues records for the writer thread. Cheap to clone; never blocks. Records a
@@ -1090,6 +1107,45 @@ impl JobLog for HistoryWriter {
         };
         self.events(job, events, state, Some(o))
     }
+    fn events_done_many(&self, job: &str, outcomes: &[&Outcome]) -> Commit {
+        let rows: Vec<OutcomeRow> = outcomes
+            .iter()
+            .filter_map(|o| {
+                let state = match o.outcome {
+                    OutcomeKind::Delivered => "delivered",
+                    OutcomeKind::Failed => "failed",
+                    OutcomeKind::Cancelled => return None,
+                };
+                let (first, more) = match o.events.as_slice() {
+                    [] => return None,
+                    [one] => ((*one, *one), Vec::new()),
+                    many => {
+                        let mut sorted = many.to_vec();
+                        sorted.sort_unstable();
+                        let mut r = ranges(&sorted);
+                        let first = r.remove(0);
+                        (first, r)
+                    }
+                };
+                Some(OutcomeRow {
+                    first,
+                    more,
+                    state,
+                    attempts: o.attempts,
+                    status: o.status,
+                    error: o.error.clone(),
+                })
+            })
+            .collect();
+        if rows.is_empty() {
+            return committed();
+        }
+        self.acked(|ack| Record::Outcomes {
+            job: job.to_owned(),
+            rows,
+            ack,
+        })
+    }
     fn events_skipped(&self, job: &str, events: &[usize]) -> Commit {
         self.events(job, events, "skipped", None)
     }
@@ -1171,7 +1227,12 @@ fn writer_loop(
         }
         // Group commit: one transaction, then every waiting job learns its fate.
         for (job, ack) in owed.acks {
-            let r = match (&result, lost.remove(&job)) {
+            let lost_before = if lost.is_empty() {
+                None
+            } else {
+                lost.remove(&job)
+            };
+            let r = match (&result, lost_before) {
                 (Err(e), _) => Err(e.clone()),
                 (Ok(()), Some(e)) => Err(format!(
                     "{e} (some of the job's records could not be saved)"
@@ -1206,6 +1267,7 @@ impl Owed {
             Record::JobCreated(j, ack) => self.acks.push((j.job, ack)),
             Record::JobResumed(job, ack)
             | Record::Events { job, ack, .. }
+            | Record::Outcomes { job, ack, .. }
             | Record::JobFinished { job, ack, .. } => self.acks.push((job, ack)),
             Record::Attempt(a) => self.unacked.push(a.job),
             Record::Heartbeat(job) => self.unacked.push(job),
@@ -1355,23 +1417,35 @@ fn write_batch(
                     // The ack is owed before anything can fail (see `apply`).
                     owed.acks.push((job.clone(), ack));
                     let more = ranges.iter().map(|&(a, b)| (a as u64, b as u64));
-                    match &mut run {
-                        Some(open) if open.is(&job, state, attempts, status, error.as_deref()) => {
-                            open.ranges.extend(more);
+                    failure = EventsRun::add(
+                        &mut run,
+                        &mut ev,
+                        &at,
+                        &job,
+                        more,
+                        (state, attempts, status, error),
+                    )
+                    .err();
+                    continue;
+                }
+                Record::Outcomes { job, rows, ack } => {
+                    owed.acks.push((job.clone(), ack));
+                    for row in rows {
+                        if failure.is_some() {
+                            break;
                         }
-                        _ => {
-                            if let Some(done) = run.take() {
-                                failure = done.write(&mut ev, &at).err();
-                            }
-                            run = Some(EventsRun {
-                                job,
-                                ranges: more.collect(),
-                                state,
-                                attempts,
-                                status,
-                                error,
-                            });
-                        }
+                        let all = std::iter::once(row.first)
+                            .chain(row.more)
+                            .map(|(a, b)| (a as u64, b as u64));
+                        failure = EventsRun::add(
+                            &mut run,
+                            &mut ev,
+                            &at,
+                            &job,
+                            all,
+                            (row.state, row.attempts, row.status, row.error),
+                        )
+                        .err();
                     }
                     continue;
                 }
@@ -1429,6 +1503,36 @@ struct EventsRun {
 }
 
 impl EventsRun {
+    /// Add a record's ranges to the open run when it agrees, or write the run and
+    /// open another.
+    fn add(
+        run: &mut Option<Self>,
+        ev: &mut rusqlite::CachedStatement<'_>,
+        at: &str,
+        job: &str,
+        ranges: impl Iterator<Item = (u64, u64)>,
+        (state, attempts, status, error): (&'static str, u32, Option<u16>, Option<String>),
+    ) -> rusqlite::Result<()> {
+        if let Some(open) = run
+            && open.is(job, state, attempts, status, error.as_deref())
+        {
+            open.ranges.extend(ranges);
+            return Ok(());
+        }
+        let done = run.replace(Self {
+            job: job.to_owned(),
+            ranges: ranges.collect(),
+            state,
+            attempts,
+            status,
+            error,
+        });
+        match done {
+            Some(d) => d.write(ev, at),
+            None => Ok(()),
+        }
+    }
+
     fn is(
         &self,
         job: &str,
@@ -1496,6 +1600,23 @@ fn apply(
                 "UPDATE jobs SET state = 'running', finished_at = NULL, pid = ?2, heartbeat_at = ?3 WHERE id = ?1",
                 params![job, pid, at],
             )?;
+        }
+        Record::Outcomes { job, rows, ack } => {
+            owed.acks.push((job.clone(), ack));
+            for row in rows {
+                EventsRun {
+                    job: job.clone(),
+                    ranges: std::iter::once(row.first)
+                        .chain(row.more)
+                        .map(|(a, b)| (a as u64, b as u64))
+                        .collect(),
+                    state: row.state,
+                    attempts: row.attempts,
+                    status: row.status,
+                    error: row.error,
+                }
+                .write(ev, at)?;
+            }
         }
         Record::Events {
             job,

@@ -48,6 +48,10 @@ pub struct PageBuilder {
     count: usize,
     /// Reused to serialize header lists.
     scratch: String,
+    /// The last request and response header lists and their text indices: attempts
+    /// mostly repeat them, and comparing is cheaper than serializing.
+    last_request: Option<(Vec<(String, String)>, u32)>,
+    last_response: Option<(Vec<(String, String)>, u32)>,
 }
 
 impl PageBuilder {
@@ -75,6 +79,29 @@ impl PageBuilder {
         i
     }
 
+    /// The text index of a header list, serialized only when it differs from the
+    /// last one of its kind.
+    fn headers_cached(&mut self, h: &[(String, String)], response: bool) -> u32 {
+        let last = if response {
+            &self.last_response
+        } else {
+            &self.last_request
+        };
+        if let Some((list, i)) = last
+            && list.as_slice() == h
+        {
+            return *i;
+        }
+        let i = self.headers(h);
+        let slot = if response {
+            &mut self.last_response
+        } else {
+            &mut self.last_request
+        };
+        *slot = Some((h.to_vec(), i));
+        i
+    }
+
     fn headers(&mut self, h: &[(String, String)]) -> u32 {
         let mut json = std::mem::take(&mut self.scratch);
         json.clear();
@@ -90,8 +117,8 @@ impl PageBuilder {
     pub fn push(&mut self, a: &AttemptLog) {
         let method = self.intern(&a.method);
         let url = self.intern(&a.url);
-        let request_headers = self.headers(&a.request_headers);
-        let response_headers = self.headers(&a.response_headers);
+        let request_headers = self.headers_cached(&a.request_headers, false);
+        let response_headers = self.headers_cached(&a.response_headers, true);
         let error = a.error.as_deref().map_or(NONE, |e| self.intern(e));
         let r = &mut self.rows;
         r.extend_from_slice(&a.request_no.to_le_bytes());
@@ -125,6 +152,9 @@ impl PageBuilder {
         self.text_bytes = 0;
         self.rows.clear();
         self.count = 0;
+        // Text indices belong to the page just finished.
+        self.last_request = None;
+        self.last_response = None;
         (out, n)
     }
 }
@@ -307,6 +337,14 @@ mod tests {
         }
         assert_eq!(decode(&blob, 3, 2).expect("decodes"), back[3..5].to_vec());
         assert!(decode(&blob, 10, 5).expect("decodes").is_empty());
+
+        // The next page made by the same builder stores its own texts: the header
+        // lists it repeats from the last page are written again, not referred to.
+        b.push(&logs[1]);
+        b.push(&logs[2]);
+        let (next, _) = b.finish();
+        let again = decode(&next, 0, usize::MAX).expect("the next page decodes alone");
+        assert_eq!(again, back[1..3].to_vec());
     }
 
     #[test]

@@ -13,7 +13,9 @@
 #                  (import included) and peak RSS
 # Prints a table (median of the rounds, and each round). Asserts nothing.
 # Needs GNU time (apt-get install time); wrk is optional (apt-get install wrk).
-# Env: ROUNDS, UNBATCHED (default 50000), BATCHED (default 1000000).
+# Env: ROUNDS, UNBATCHED (default 50000), BATCHED (default 1000000); BASELINE: the
+# path of another `hookline` binary (an older build) whose three `send` measures are
+# taken in the same rounds, interleaved, so the two can be compared on a noisy machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
@@ -75,10 +77,10 @@ echo "body ${BODY_BYTES} bytes; unbatched $UNBATCHED events; batched $BATCHED ev
 # Each measurement appends "name value unit" to $work/results.
 record() { echo "$1 $2 $3" >> "$work/results"; }
 
-send() { # name events-file destination extra-args...
-  local name=$1 file=$2 dest=$3; shift 3
+send() { # binary name events-file destination extra-args...
+  local bin=$1 name=$2 file=$3 dest=$4; shift 4
   rm -f "$work/history.sqlite3"*
-  /usr/bin/time -f "%e %M" -o "$work/time" $BIN send -w "$work/ws.json" -d "$dest" -e "$work/$file" \
+  /usr/bin/time -f "%e %M" -o "$work/time" "$bin" send -w "$work/ws.json" -d "$dest" -e "$work/$file" \
     --history "$work/history.sqlite3" "$@" > "$work/out.ndjson" 2> "$work/err.log" || true
   python3 - "$work" "$name" "$BATCHED" >> "$work/results" <<'PY'
 import json, sys
@@ -88,12 +90,12 @@ wall, rss_kb = open(f"{work}/time").read().split()
 wall = float(wall)
 if s["failed"]:
     print(f"{name}-FAILED {s['failed']} requests")
-if name == "batched":
+if name.endswith("batched"):
     events = s["job_events"]["delivered"]
     if events != batched:
-        print(f"batched-SHORT {events} events")
-    print(f"batched-wall {events / wall:.0f} events/s")
-    print(f"batched-rss {int(rss_kb) / 1024:.0f} MB")
+        print(f"{name}-SHORT {events} events")
+    print(f"{name}-wall {events / wall:.0f} events/s")
+    print(f"{name}-rss {int(rss_kb) / 1024:.0f} MB")
 else:
     print(f"{name} {s['requests'] * 1000 / max(s['elapsed_ms'], 1):.0f} req/s")
     print(f"{name}-wall {s['requests'] / wall:.0f} req/s")
@@ -107,9 +109,14 @@ for round in $(seq "$ROUNDS"); do
     sleep 1
   fi
   record bare "$($BARE "$URL" "$work/body.json" "$UNBATCHED" 64 | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["requests_per_s"]))')" req/s
-  send send small.ndjson sink
-  send send-nohist small.ndjson sink --no-history
-  send batched big.ndjson batched
+  send "$BIN" send small.ndjson sink
+  send "$BIN" send-nohist small.ndjson sink --no-history
+  send "$BIN" batched big.ndjson batched
+  if [ -n "${BASELINE:-}" ]; then
+    send "$BASELINE" base-send small.ndjson sink
+    send "$BASELINE" base-send-nohist small.ndjson sink --no-history
+    send "$BASELINE" base-batched big.ndjson batched
+  fi
 done
 
 python3 - "$work/results" "$HAVE_WRK" <<'PY'
@@ -130,6 +137,10 @@ labels = {
     "send-nohist-wall": "hookline send, --no-history (wall)",
     "batched-wall": "batched 1000/req, wall incl. import",
     "batched-rss": "batched 1000/req, peak RSS",
+    "base-send": "BASELINE send, history on (job time)",
+    "base-send-nohist": "BASELINE send, --no-history (job time)",
+    "base-batched-wall": "BASELINE batched, wall incl. import",
+    "base-batched-rss": "BASELINE batched, peak RSS",
 }
 med = {k: statistics.median(v) for k, (v, _) in rows.items() if v}
 print(f"\n{'measure':42} {'median':>10} {'unit':8} rounds")
@@ -138,12 +149,13 @@ for k, label in labels.items():
         v, unit = rows[k]
         print(f"{label:42} {med[k]:>10.0f} {unit:8} {' '.join(f'{x:.0f}' for x in v)}")
 for k in rows:
-    if k.endswith("FAILED"):
+    if k.endswith("FAILED") or k.endswith("SHORT"):
         print(f"!! {k}: {rows[k]}")
 if "bare" in med:
-    for k in ("send", "send-nohist"):
+    for k in ("send", "send-nohist", "base-send", "base-send-nohist"):
         if k in med:
-            print(f"{k} / bare = {med[k] / med['bare']:.2f}  (target >= 0.8)")
+            per_round = " ".join(f"{a / b:.2f}" for a, b in zip(rows[k][0], rows["bare"][0]))
+            print(f"{k} / bare = {med[k] / med['bare']:.2f}  (target >= 0.8; by round: {per_round})")
 if "batched-wall" in med:
     print(f"batched events/s = {med['batched-wall']:.0f}  (target >= 1000000)")
 if "batched-rss" in med:

@@ -437,46 +437,80 @@ impl Ctx {
     }
 }
 
-/// The delivery tasks in flight, with the events each carries, so a task that dies
-/// (panics) has its events counted as failed instead of being lost.
+/// A request waiting for a delivery task.
+struct Queued {
+    request_no: u64,
+    permits: Permits,
+    req: RenderedRequest,
+}
+
+/// The job's delivery tasks: one per slot of concurrency, for the whole job, each
+/// taking the next request from a queue (a request holds a slot before it is queued,
+/// so one is always free to take it). A request whose delivery panics has its events
+/// counted as failed, and its task goes on with the next.
 struct Workers {
+    queue: Option<mpsc::UnboundedSender<Queued>>,
     tasks: JoinSet<()>,
-    inflight: std::collections::HashMap<tokio::task::Id, (u64, Vec<usize>)>,
 }
 
 impl Workers {
-    fn spawn(&mut self, ctx: &Arc<Ctx>, request_no: u64, permits: Permits, req: RenderedRequest) {
-        let events = req.events.clone();
-        let ctx = ctx.clone();
-        let h = self.tasks.spawn(async move {
-            // The slot is given back once the request is answered; the place among
-            // the unrecorded once its outcome is committed.
-            deliver(&ctx, request_no, req, permits).await;
-        });
-        self.inflight.insert(h.id(), (request_no, events));
-    }
-
-    fn reap_ready(&mut self, ctx: &Ctx) {
-        while let Some(r) = self.tasks.try_join_next_with_id() {
-            self.reaped(ctx, r);
-        }
-    }
-
-    async fn join_all(&mut self, ctx: &Ctx) {
-        while let Some(r) = self.tasks.join_next_with_id().await {
-            self.reaped(ctx, r);
-        }
-    }
-
-    fn reaped(&mut self, ctx: &Ctx, r: Result<(tokio::task::Id, ()), tokio::task::JoinError>) {
-        match r {
-            Ok((id, ())) => {
-                self.inflight.remove(&id);
-            }
-            Err(e) => {
-                if let Some((request_no, events)) = self.inflight.remove(&e.id()) {
-                    worker_died(ctx, request_no, events);
+    fn start(ctx: &Arc<Ctx>, concurrency: usize) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel::<Queued>();
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        let mut tasks = JoinSet::new();
+        for _ in 0..concurrency.max(1) {
+            let (ctx, rx) = (ctx.clone(), rx.clone());
+            tasks.spawn(async move {
+                loop {
+                    let next = rx.lock().await.recv().await;
+                    let Some(Queued {
+                        request_no,
+                        permits,
+                        req,
+                    }) = next
+                    else {
+                        return;
+                    };
+                    let events = req.events.clone();
+                    // The slot is given back once the request is answered; the place
+                    // among the unrecorded once its outcome is committed.
+                    let run = std::panic::AssertUnwindSafe(deliver(&ctx, request_no, req, permits));
+                    if futures_util::FutureExt::catch_unwind(run).await.is_err() {
+                        worker_died(&ctx, request_no, events);
+                    }
                 }
+            });
+        }
+        Self {
+            queue: Some(tx),
+            tasks,
+        }
+    }
+
+    fn spawn(&mut self, ctx: &Ctx, request_no: u64, permits: Permits, req: RenderedRequest) {
+        let events = req.events.clone();
+        let sent = self.queue.as_ref().is_some_and(|q| {
+            q.send(Queued {
+                request_no,
+                permits,
+                req,
+            })
+            .is_ok()
+        });
+        if !sent {
+            worker_died(ctx, request_no, events);
+        }
+    }
+
+    /// Let every queued request finish, then end the tasks.
+    async fn join_all(&mut self, ctx: &Ctx) {
+        self.queue.take();
+        while let Some(r) = self.tasks.join_next().await {
+            if r.is_err() {
+                ctx.halt(format!(
+                    "internal error: a delivery task of job {} stopped unexpectedly (a bug)",
+                    ctx.job
+                ));
             }
         }
     }
@@ -703,10 +737,7 @@ pub async fn run_job(
             .max(1)
             .saturating_mul(UNRECORDED_PER_SLOT),
     ));
-    let mut workers = Workers {
-        tasks: JoinSet::new(),
-        inflight: std::collections::HashMap::new(),
-    };
+    let mut workers = Workers::start(&ctx, policy.concurrency);
     let mut acks = JoinSet::new();
     let mut batcher = Batcher::new(spec.destination.batching.as_ref());
     let mut control_rx = own_control.clone();
@@ -868,7 +899,6 @@ impl BatchSpawner<'_> {
                 Permits { slot, unrecorded },
                 req,
             );
-            workers.reap_ready(self.ctx);
         }
         true
     }

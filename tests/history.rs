@@ -319,11 +319,22 @@ fn resumable_jobs_lists_ended_and_crashed_jobs_but_not_running_or_done_ones() {
     assert!(!live.interrupted);
 }
 
-/// A log that panics when asked to record the attempt of request 4 (event 3, the
-/// events going one a request, in order): a bug in a delivery task.
-struct PanicsOnEvent3(HistoryWriter);
+/// Where a [`Panics`] log has its bug.
+#[derive(Clone, Copy, PartialEq)]
+enum Bug {
+    /// Recording the attempt of request 4 (event 3, the events going one a request,
+    /// in order): a bug in a delivery task. Resuming job `resume-panics` panics too:
+    /// a bug in the job itself.
+    InDelivery,
+    /// Recording event 3's outcome: a bug where outcomes are recorded (the job's
+    /// committer), not in a delivery task.
+    InRecording,
+}
 
-impl JobLog for PanicsOnEvent3 {
+/// A history log with a bug that panics.
+struct Panics(HistoryWriter, Bug);
+
+impl JobLog for Panics {
     fn job_started(&self, j: &NewJob) -> Commit {
         self.0.job_started(j)
     }
@@ -333,12 +344,16 @@ impl JobLog for PanicsOnEvent3 {
     }
     fn attempt(&self, a: AttemptLog) {
         assert!(
-            !(a.request_no == 4 && a.job != "resume-panics"),
+            !(self.1 == Bug::InDelivery && a.request_no == 4),
             "injected panic in a delivery task"
         );
         self.0.attempt(a);
     }
     fn events_done(&self, job: &str, events: &[usize], o: &Outcome) -> Commit {
+        assert!(
+            !(self.1 == Bug::InRecording && events.contains(&3)),
+            "injected panic recording an outcome"
+        );
         self.0.events_done(job, events, o)
     }
     fn events_skipped(&self, job: &str, events: &[usize]) -> Commit {
@@ -349,9 +364,9 @@ impl JobLog for PanicsOnEvent3 {
     }
 }
 
-fn panicking_runtime(h: &History) -> (Runtime, std::sync::mpsc::Receiver<Update>) {
+fn panicking_runtime(h: &History, bug: Bug) -> (Runtime, std::sync::mpsc::Receiver<Update>) {
     let mut config = RuntimeConfig::new(Secrets::memory(&[]));
-    config.log = Arc::new(PanicsOnEvent3(h.writer()));
+    config.log = Arc::new(Panics(h.writer(), bug));
     Runtime::start(config, || {}).expect("runtime")
 }
 
@@ -370,32 +385,6 @@ fn send(job: &str, dest: &Destination, n: usize, resume: bool) -> Command {
     }
 }
 
-/// A log that panics when asked to record event 3's outcome: a bug where outcomes
-/// are recorded (the job's committer), not in a delivery task.
-struct PanicsRecordingEvent3(HistoryWriter);
-
-impl JobLog for PanicsRecordingEvent3 {
-    fn job_started(&self, j: &NewJob) -> Commit {
-        self.0.job_started(j)
-    }
-    fn job_resumed(&self, job: &str) -> Commit {
-        self.0.job_resumed(job)
-    }
-    fn attempt(&self, a: AttemptLog) {
-        self.0.attempt(a);
-    }
-    fn events_done(&self, job: &str, events: &[usize], o: &Outcome) -> Commit {
-        assert!(!events.contains(&3), "injected panic recording an outcome");
-        self.0.events_done(job, events, o)
-    }
-    fn events_skipped(&self, job: &str, events: &[usize]) -> Commit {
-        self.0.events_skipped(job, events)
-    }
-    fn job_finished(&self, job: &str, state: &str) -> Commit {
-        self.0.job_finished(job, state)
-    }
-}
-
 #[test]
 fn a_panic_recording_outcomes_ends_the_job_failed_instead_of_hanging() {
     let srv =
@@ -403,9 +392,7 @@ fn a_panic_recording_outcomes_ends_the_job_failed_instead_of_hanging() {
     let dir = tempfile::tempdir().expect("tmp");
     let h = History::open(&dir.path().join("h.sqlite3")).expect("open");
     let dest = common::fast(Destination::new("d", srv.url("/hook")));
-    let mut config = RuntimeConfig::new(Secrets::memory(&[]));
-    config.log = Arc::new(PanicsRecordingEvent3(h.writer()));
-    let (rt, updates) = Runtime::start(config, || {}).expect("runtime");
+    let (rt, updates) = panicking_runtime(&h, Bug::InRecording);
     assert!(rt.send(send("rec", &dest, 10, false)));
     let run = common::collect(&updates, Duration::from_secs(30));
     let e = run.error.expect("the job ends with an error, not as done");
@@ -427,7 +414,7 @@ fn a_worker_that_panics_counts_its_events_failed_and_the_job_ends_failed() {
     let dir = tempfile::tempdir().expect("tmp");
     let h = History::open(&dir.path().join("h.sqlite3")).expect("open");
     let dest = common::fast(Destination::new("d", srv.url("/hook")));
-    let (rt, updates) = panicking_runtime(&h);
+    let (rt, updates) = panicking_runtime(&h, Bug::InDelivery);
     assert!(rt.send(send("j", &dest, 10, false)));
     let run = common::collect(&updates, Duration::from_secs(30));
     let stats = run.stats.expect("the job ends with stats");
@@ -471,7 +458,7 @@ fn a_job_that_panics_ends_failed_with_an_error_instead_of_hanging() {
     let dir = tempfile::tempdir().expect("tmp");
     let h = History::open(&dir.path().join("h.sqlite3")).expect("open");
     let dest = common::fast(Destination::new("d", srv.url("/hook")));
-    let (rt, updates) = panicking_runtime(&h);
+    let (rt, updates) = panicking_runtime(&h, Bug::InDelivery);
     assert!(rt.send(send("resume-panics", &dest, 2, false)));
     assert!(
         common::collect(&updates, Duration::from_secs(30))

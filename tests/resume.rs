@@ -505,8 +505,8 @@ fn counts_after_a_resume_count_each_event_once_by_its_latest_state() {
     assert_eq!(h.job(&job).expect("read").expect("job").state, "done");
 }
 
-#[test]
-fn resume_refuses_other_events_of_the_same_length_and_changed_destination_settings() {
+/// A job of three events whose every request was refused (nothing listens there).
+fn refused_job_of_3() -> (Setup, String) {
     let setup = Setup::new(
         &workspace("http://127.0.0.1:9/hook", ""),
         &numbered_events(3),
@@ -514,6 +514,12 @@ fn resume_refuses_other_events_of_the_same_length_and_changed_destination_settin
     let first = setup.send("d", &["--max-attempts", "1"]);
     assert_eq!(first.status.code(), Some(1), "connection refused → failed");
     let job = job_id(&first.stderr);
+    (setup, job)
+}
+
+#[test]
+fn resume_refuses_other_events_of_the_same_length_and_changed_destination_settings() {
+    let (setup, job) = refused_job_of_3();
     let stderr = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).into_owned();
 
     // The job records the events file's fingerprint: XXH3-128 over the XXH3-128 of
@@ -594,13 +600,7 @@ fn resume_refuses_other_events_of_the_same_length_and_changed_destination_settin
 #[test]
 fn a_job_with_a_sha256_fingerprint_resumes_with_its_file_and_refuses_another() {
     use sha2::Digest as _;
-    let setup = Setup::new(
-        &workspace("http://127.0.0.1:9/hook", ""),
-        &numbered_events(3),
-    );
-    let first = setup.send("d", &["--max-attempts", "1"]);
-    assert_eq!(first.status.code(), Some(1), "connection refused → failed");
-    let job = job_id(&first.stderr);
+    let (setup, job) = refused_job_of_3();
     let events = setup.path("events.ndjson");
     let original = std::fs::read(&events).expect("events");
     rusqlite::Connection::open(setup.path("history.sqlite3"))

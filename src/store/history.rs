@@ -774,7 +774,7 @@ impl History {
             }
             let got = pages::decode(&data, from - first, end - from)
                 .map_err(|e| self.damaged(format!("job {job}: {e}")))?;
-            out.extend(got.into_iter().map(AttemptRow::from));
+            out.extend(got);
         }
         Ok(out)
     }
@@ -992,24 +992,9 @@ fn attempt_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AttemptRow> {
     })
 }
 
-impl From<pages::PageAttempt> for AttemptRow {
-    fn from(a: pages::PageAttempt) -> Self {
-        Self {
-            request_no: a.request_no,
-            attempt: a.attempt,
-            method: a.method,
-            url: a.url,
-            request_headers: a.request_headers,
-            status: a.status,
-            response_body: a.response_body,
-            latency_ms: a.latency_ms,
-            error: a.error,
-            response_headers: a.response_headers,
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
+/// One delivery attempt as the history gives it back (secrets were redacted before
+/// it was written).
+#[derive(Debug, Clone, PartialEq)]
 pub struct AttemptRow {
     pub request_no: u64,
     pub attempt: u32,

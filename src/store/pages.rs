@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 
+use super::history::AttemptRow;
 use crate::core::job::AttemptLog;
 
 /// A page is closed at this many attempts or bytes, so reading a range decodes little.
@@ -20,23 +21,6 @@ pub const PAGE_ATTEMPTS: usize = 256;
 pub const PAGE_BYTES: usize = 1 << 20;
 
 const NONE: u32 = u32::MAX;
-
-/// One attempt as read back (secrets were redacted before it was written).
-#[derive(Debug, Clone, PartialEq)]
-pub struct PageAttempt {
-    pub request_no: u64,
-    pub attempt: u32,
-    pub method: String,
-    pub url: String,
-    /// JSON `[[name, value], …]`.
-    pub request_headers: String,
-    pub status: Option<u16>,
-    /// JSON `[[name, value], …]`.
-    pub response_headers: String,
-    pub response_body: Vec<u8>,
-    pub latency_ms: f64,
-    pub error: Option<String>,
-}
 
 /// Builds one page.
 #[derive(Default)]
@@ -200,7 +184,7 @@ impl<'a> Cursor<'a> {
 }
 
 /// Decode a page; `skip` attempts are stepped over and at most `take` returned.
-pub fn decode(blob: &[u8], skip: usize, take: usize) -> Result<Vec<PageAttempt>, String> {
+pub fn decode(blob: &[u8], skip: usize, take: usize) -> Result<Vec<AttemptRow>, String> {
     let mut c = Cursor(blob);
     let n_texts = c.len()?;
     let mut texts: Vec<&str> = Vec::with_capacity(n_texts);
@@ -236,7 +220,7 @@ pub fn decode(blob: &[u8], skip: usize, take: usize) -> Result<Vec<PageAttempt>,
         if k < skip {
             continue;
         }
-        out.push(PageAttempt {
+        out.push(AttemptRow {
             request_no,
             attempt,
             method: text(method)?.to_owned(),

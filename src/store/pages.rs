@@ -22,6 +22,10 @@ pub const PAGE_BYTES: usize = 1 << 20;
 
 const NONE: u32 = u32::MAX;
 
+/// The fixed part of an attempt in a page: request number, attempt, four text
+/// indices and the status, the body's length, the latency, the error's index.
+const ROW_BYTES: usize = 8 + 4 * 6 + 4 + 8 + 4;
+
 /// Builds one page.
 #[derive(Default)]
 pub struct PageBuilder {
@@ -170,23 +174,28 @@ impl<'a> Cursor<'a> {
         Ok(u64::from_le_bytes(a))
     }
 
-    fn len(&mut self) -> Result<usize, String> {
+    /// A length or count of items of at least `each` bytes: no more than what is left
+    /// can hold, checked before anything is allocated by it.
+    fn count(&mut self, each: usize) -> Result<usize, String> {
         let n = self.u32()? as usize;
-        // No count or length can exceed what is left: checked before any allocation.
-        if n > self.0.len() {
+        if n > self.0.len() / each.max(1) {
             return Err(format!(
-                "an attempt page claims {n} bytes or items with {} bytes left",
+                "an attempt page claims {n} items of {each} bytes or more with {} bytes left",
                 self.0.len()
             ));
         }
         Ok(n)
+    }
+
+    fn len(&mut self) -> Result<usize, String> {
+        self.count(1)
     }
 }
 
 /// Decode a page; `skip` attempts are stepped over and at most `take` returned.
 pub fn decode(blob: &[u8], skip: usize, take: usize) -> Result<Vec<AttemptRow>, String> {
     let mut c = Cursor(blob);
-    let n_texts = c.len()?;
+    let n_texts = c.count(4)?;
     let mut texts: Vec<&str> = Vec::with_capacity(n_texts);
     for _ in 0..n_texts {
         let len = c.len()?;
@@ -200,7 +209,7 @@ pub fn decode(blob: &[u8], skip: usize, take: usize) -> Result<Vec<AttemptRow>, 
             .copied()
             .ok_or_else(|| format!("an attempt page refers to text {i} of {}", texts.len()))
     };
-    let n = c.len()?;
+    let n = c.count(ROW_BYTES)?;
     let mut out = Vec::with_capacity(n.saturating_sub(skip).min(take));
     for k in 0..n {
         if out.len() >= take {
@@ -356,6 +365,13 @@ mod tests {
         let mut huge = blob.clone();
         huge[..4].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(decode(&huge, 0, usize::MAX).is_err());
+        // A page of no texts claiming as many attempts as it has bytes: refused before
+        // anything is sized by the claim.
+        let mut many = vec![0u8; 4];
+        many.extend_from_slice(&1000u32.to_le_bytes());
+        many.extend_from_slice(&[0u8; 1000]);
+        let e = decode(&many, 0, usize::MAX).expect_err("1 000 attempts cannot fit in 1 000 bytes");
+        assert!(e.contains("claims 1000 items"), "{e}");
         // An attempt whose method is text 0 of a page without texts.
         let mut bad_ref = Vec::new();
         bad_ref.extend_from_slice(&0u32.to_le_bytes());

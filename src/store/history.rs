@@ -1390,48 +1390,8 @@ fn write_batch(
                 continue;
             }
             let r = match r {
-                Record::Events {
-                    job,
-                    ranges,
-                    state,
-                    attempts,
-                    status,
-                    error,
-                    ack,
-                } => {
-                    // The ack is owed before anything can fail (see `apply`).
-                    owed.acks.push((job.clone(), ack));
-                    let more = ranges.iter().map(|&(a, b)| (a as u64, b as u64));
-                    failure = EventsRun::add(
-                        &mut run,
-                        &mut ev,
-                        &at,
-                        &job,
-                        more,
-                        (state, attempts, status, error),
-                    )
-                    .err();
-                    continue;
-                }
-                Record::Outcomes { job, rows, ack } => {
-                    owed.acks.push((job.clone(), ack));
-                    for row in rows {
-                        if failure.is_some() {
-                            break;
-                        }
-                        let all = std::iter::once(row.first)
-                            .chain(row.more)
-                            .map(|(a, b)| (a as u64, b as u64));
-                        failure = EventsRun::add(
-                            &mut run,
-                            &mut ev,
-                            &at,
-                            &job,
-                            all,
-                            (row.state, row.attempts, row.status, row.error),
-                        )
-                        .err();
-                    }
+                r @ (Record::Events { .. } | Record::Outcomes { .. }) => {
+                    failure = gather_events(r, &mut run, &mut ev, &at, owed).err();
                     continue;
                 }
                 Record::Attempt(a) => {
@@ -1475,6 +1435,55 @@ fn write_batch(
         }
     }
     tx.commit()
+}
+
+/// Add an event record (one request's, or a group's) to the open run of agreeing
+/// records, writing the run it ends. Its acknowledgement is owed before anything can
+/// fail: a failed write is reported as such, not as a vanished writer.
+fn gather_events(
+    r: Record,
+    run: &mut Option<EventsRun>,
+    ev: &mut rusqlite::CachedStatement<'_>,
+    at: &str,
+    owed: &mut Owed,
+) -> rusqlite::Result<()> {
+    match r {
+        Record::Events {
+            job,
+            ranges,
+            state,
+            attempts,
+            status,
+            error,
+            ack,
+        } => {
+            owed.acks.push((job.clone(), ack));
+            let ranges = ranges.iter().map(|&(a, b)| (a as u64, b as u64));
+            EventsRun::add(run, ev, at, &job, ranges, (state, attempts, status, error))
+        }
+        Record::Outcomes { job, rows, ack } => {
+            owed.acks.push((job.clone(), ack));
+            for row in rows {
+                let ranges = std::iter::once(row.first)
+                    .chain(row.more)
+                    .map(|(a, b)| (a as u64, b as u64));
+                EventsRun::add(
+                    run,
+                    ev,
+                    at,
+                    &job,
+                    ranges,
+                    (row.state, row.attempts, row.status, row.error),
+                )?;
+            }
+            Ok(())
+        }
+        // Callers pass only the two kinds above; anything else is settled unwritten.
+        other => {
+            owed.settle(other);
+            Ok(())
+        }
+    }
 }
 
 /// Event records of one job with the same outcome, gathered within a transaction.
@@ -1586,45 +1595,14 @@ fn apply(
                 params![job, pid, at],
             )?;
         }
-        Record::Outcomes { job, rows, ack } => {
-            owed.acks.push((job.clone(), ack));
-            for row in rows {
-                EventsRun {
-                    job: job.clone(),
-                    ranges: std::iter::once(row.first)
-                        .chain(row.more)
-                        .map(|(a, b)| (a as u64, b as u64))
-                        .collect(),
-                    state: row.state,
-                    attempts: row.attempts,
-                    status: row.status,
-                    error: row.error,
-                }
-                .write(ev, at)?;
+        r @ (Record::Events { .. } | Record::Outcomes { .. }) => {
+            // The commit loop gathers event records into runs itself; this is the
+            // same write for a record on its own.
+            let mut run = None;
+            gather_events(r, &mut run, ev, at, owed)?;
+            if let Some(done) = run {
+                done.write(ev, at)?;
             }
-        }
-        Record::Events {
-            job,
-            ranges,
-            state,
-            attempts,
-            status,
-            error,
-            ack,
-        } => {
-            // The ack is owed before anything can fail: a failed write is reported
-            // as such, not as a vanished writer. (The commit loop gathers event records
-            // into runs itself; this is the same write for a record on its own.)
-            owed.acks.push((job.clone(), ack));
-            EventsRun {
-                job,
-                ranges: ranges.iter().map(|&(a, b)| (a as u64, b as u64)).collect(),
-                state,
-                attempts,
-                status,
-                error,
-            }
-            .write(ev, at)?;
         }
         // Paged by `write_batch`.
         Record::Attempt(_) => {}

@@ -173,12 +173,9 @@ impl Sink {
             return;
         }
         if self.text {
-            // Validate without building a value; keep compact text only when it is compact already.
-            // Validate without building a value, then keep the canonical text: the
-            // same bytes whatever the input's spacing, numbers as written.
-            match serde_json::from_str::<IgnoredAny>(json) {
-                Ok(_) => self.texts.push(super::events::canonical(json)),
-                Err(e) => self.errors.push(json_error(&e, at)),
+            match event_text(json, at) {
+                Ok(text) => self.texts.push(text),
+                Err(e) => self.errors.push(e),
             }
         } else {
             match serde_json::from_str::<Value>(json) {
@@ -186,6 +183,20 @@ impl Sink {
                 Err(e) => self.errors.push(json_error(&e, at)),
             }
         }
+    }
+}
+
+/// An object's canonical text (the same bytes whatever the input's spacing, numbers
+/// as written), once it is known to be valid JSON — by the fast check, or by
+/// `serde_json` when that check leaves it undecided (its error is the one reported).
+fn event_text(json: &str, at: Location) -> Result<Box<str>, ImportError> {
+    match super::jsoncheck::check(json) {
+        Some(true) => Ok(json.into()),
+        Some(false) => Ok(super::events::canonical(json)),
+        None => match serde_json::from_str::<IgnoredAny>(json) {
+            Ok(_) => Ok(super::events::canonical(json)),
+            Err(e) => Err(json_error(&e, at)),
+        },
     }
 }
 
@@ -353,6 +364,9 @@ fn import_str(s: &str, origin: &str, text: bool) -> Result<Imported, ImportFileE
 /// `number` is the line's 1-based position.
 pub fn ndjson_line(line: &str, number: usize) -> Result<Box<str>, ImportError> {
     let line = line.strip_suffix('\r').unwrap_or(line);
+    if line.trim_start().starts_with('{') {
+        return event_text(line, Location::Line(number));
+    }
     let mut sink = Sink {
         text: true,
         values: Vec::new(),

@@ -8,6 +8,7 @@ pub mod events;
 pub mod export;
 pub mod import;
 pub mod job;
+pub mod jsoncheck;
 pub mod mapping;
 pub mod model;
 pub mod prepared;

@@ -432,6 +432,18 @@ fn plain_string_end(b: &[u8], i: usize) -> Option<usize> {
     (b[i + off] == b'"').then_some(i + off + 1)
 }
 
+/// `to` becomes a copy of `from`, reusing `to`'s strings (a tuple's `clone_from` would
+/// allocate them anew).
+fn copy_pairs(to: &mut Vec<(String, String)>, from: &[(String, String)]) {
+    to.truncate(from.len());
+    for (t, f) in to.iter_mut().zip(from) {
+        t.0.clone_from(&f.0);
+        t.1.clone_from(&f.1);
+    }
+    let have = to.len();
+    to.extend_from_slice(&from[have..]);
+}
+
 /// The index just past the JSON value at `i` (the text is valid JSON: only the
 /// value's extent is found). Strings are stepped over with `memchr`, escapes included.
 fn skip_json_value(b: &[u8], i: usize) -> Option<usize> {
@@ -1586,6 +1598,15 @@ impl CompiledDestination {
     /// (Re)compute auth and signature headers for an attempt at `ctx.now()`. Timestamps,
     /// JWTs and signatures change; the idempotency key does not.
     pub fn sign(&self, req: &mut RenderedRequest, ctx: &RenderCtx) -> Result<(), RenderError> {
+        if matches!(self.dest.auth, Auth::None) && matches!(self.dest.signing, Signing::None) {
+            // Nothing is added: the request is its base again, copied into the
+            // buffers it already has (every attempt of every request comes here).
+            copy_pairs(&mut req.headers, &req.base_headers);
+            req.url.clone_from(&req.base_url);
+            req.auth_query.clear();
+            req.sensitive_headers.clear();
+            return Ok(());
+        }
         let now = ctx.now();
         let mut headers = req.base_headers.clone();
         let mut url = req.base_url.clone();

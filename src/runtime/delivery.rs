@@ -357,6 +357,9 @@ struct WireCache {
         reqwest::header::HeaderName,
         reqwest::header::HeaderValue,
     )>,
+    /// The map built from exactly `headers` (`None` once they change): a route whose
+    /// headers are the same for every request clones it instead of building one.
+    map: Option<reqwest::header::HeaderMap>,
 }
 
 impl Ctx {
@@ -379,8 +382,19 @@ impl Ctx {
     /// `None` when one is not a valid header (reqwest then reports it).
     fn header_map(&self, headers: &[(String, String)]) -> Option<reqwest::header::HeaderMap> {
         use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
-        let mut map = HeaderMap::with_capacity(headers.len());
         let mut wire = lock(&self.wire);
+        if let Some(map) = &wire.map
+            && wire.headers.len() == headers.len()
+            && wire
+                .headers
+                .iter()
+                .zip(headers)
+                .all(|((cn, cv, _, _), (n, v))| cn == n && cv == v)
+        {
+            return Some(map.clone());
+        }
+        wire.map = None;
+        let mut map = HeaderMap::with_capacity(headers.len());
         wire.headers.truncate(headers.len());
         for (i, (n, v)) in headers.iter().enumerate() {
             match wire.headers.get_mut(i) {
@@ -406,6 +420,7 @@ impl Ctx {
                 }
             }
         }
+        wire.map = Some(map.clone());
         Some(map)
     }
 }
@@ -1031,10 +1046,15 @@ async fn deliver(ctx: &Ctx, request_no: u64, mut req: RenderedRequest, permits: 
         // An attempt under way is let finish (its timeout bounds it): abandoning it
         // would leave a request the receiver got but history never recorded.
         let result = attempt_once(ctx, request_no, attempt, &mut req).await;
-        lock(&ctx.tally).stats.attempts += 1;
+        {
+            let mut tally = lock(&ctx.tally);
+            tally.stats.attempts += 1;
+            if let Try::Done { latency, .. } | Try::Final { latency, .. } = &result {
+                tally.hist.record(*latency);
+            }
+        }
         let (wait, reason) = match result {
             Try::Done { status, latency } => {
-                lock(&ctx.tally).hist.record(latency);
                 return finish(OutcomeKind::Delivered, Some(status), attempt, None, latency).await;
             }
             Try::Final {
@@ -1042,7 +1062,6 @@ async fn deliver(ctx: &Ctx, request_no: u64, mut req: RenderedRequest, permits: 
                 status,
                 latency,
             } => {
-                lock(&ctx.tally).hist.record(latency);
                 return finish(OutcomeKind::Failed, status, attempt, Some(error), latency).await;
             }
             Try::Unauthorized {
@@ -1166,28 +1185,38 @@ async fn attempt_once(ctx: &Ctx, request_no: u64, attempt: u32, req: &mut Render
         crate::core::model::Method::Patch => reqwest::Method::PATCH,
         crate::core::model::Method::Delete => reqwest::Method::DELETE,
     };
-    let mut rb = match ctx.parsed_url(&req.url) {
-        Some(url) => ctx.env.client.request(method, url),
-        None => ctx.env.client.request(method, &req.url),
-    }
-    .timeout(Duration::from_millis(policy.timeout_ms.max(1)));
-    if let Some(map) = ctx.header_map(&req.headers) {
-        rb = rb.headers(map);
-    } else {
-        for (n, v) in &req.headers {
-            rb = rb.header(n.as_str(), v.as_str());
-        }
-    }
+    let timeout = Duration::from_millis(policy.timeout_ms.max(1));
     // The body goes out without a copy: it is lent to the request as `Bytes` and taken
     // back once the response is in (copied only if the client still holds it), since a
     // retry signs and sends it again.
     let body = req.body.take().map(bytes::Bytes::from);
-    if let Some(b) = &body {
-        rb = rb.body(b.clone());
-    }
+    let request = match (ctx.parsed_url(&req.url), ctx.header_map(&req.headers)) {
+        // The usual case, built directly: URL and headers parsed (or cloned) already.
+        (Some(url), Some(headers)) => {
+            let mut r = reqwest::Request::new(method, url);
+            *r.timeout_mut() = Some(timeout);
+            *r.headers_mut() = headers;
+            *r.body_mut() = body.clone().map(reqwest::Body::from);
+            Ok(r)
+        }
+        // A URL or header that does not parse: reqwest's builder says which.
+        _ => {
+            let mut rb = ctx.env.client.request(method, &req.url).timeout(timeout);
+            for (n, v) in &req.headers {
+                rb = rb.header(n.as_str(), v.as_str());
+            }
+            if let Some(b) = &body {
+                rb = rb.body(b.clone());
+            }
+            rb.build()
+        }
+    };
     let logging = ctx.env.log.wants_attempts();
     let started = Instant::now();
-    let sent = rb.send().await;
+    let sent = match request {
+        Ok(r) => ctx.env.client.execute(r).await,
+        Err(e) => Err(e),
+    };
     req.body = body.map(Vec::from);
     let mut log = AttemptLog {
         job: if logging {

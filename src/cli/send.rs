@@ -505,6 +505,99 @@ struct RequestLine<'a> {
     error: Option<&'a str>,
 }
 
+/// Writes [`RequestLine`]s: the bytes `serde_json` writes for one (a test compares
+/// them), built by hand, with the request summary (the same for every request of a
+/// route) escaped once, not once a line.
+#[derive(Default)]
+struct LineWriter {
+    last_request: String,
+    escaped: Vec<u8>,
+    buf: Vec<u8>,
+}
+
+impl LineWriter {
+    fn write(&mut self, out: &mut impl std::io::Write, line: &RequestLine) -> std::io::Result<()> {
+        let Self {
+            last_request,
+            escaped,
+            buf,
+        } = self;
+        let mut n = itoa::Buffer::new();
+        buf.clear();
+        buf.extend_from_slice(b"{\"request\":");
+        match line.request {
+            None => buf.extend_from_slice(b"null"),
+            Some(r) => {
+                if r != last_request.as_str() {
+                    r.clone_into(last_request);
+                    escaped.clear();
+                    json_string(escaped, r);
+                }
+                buf.extend_from_slice(escaped);
+            }
+        }
+        buf.extend_from_slice(b",\"events\":[");
+        for (i, e) in line.events.iter().enumerate() {
+            if i > 0 {
+                buf.push(b',');
+            }
+            buf.extend_from_slice(n.format(*e).as_bytes());
+        }
+        buf.extend_from_slice(b"],\"status\":");
+        match line.status {
+            Some(s) => buf.extend_from_slice(n.format(s).as_bytes()),
+            None => buf.extend_from_slice(b"null"),
+        }
+        buf.extend_from_slice(b",\"attempts\":");
+        buf.extend_from_slice(n.format(line.attempts).as_bytes());
+        buf.extend_from_slice(match line.outcome {
+            OutcomeKind::Delivered => b",\"outcome\":\"delivered\",\"error\":".as_slice(),
+            OutcomeKind::Failed => b",\"outcome\":\"failed\",\"error\":",
+            OutcomeKind::Cancelled => b",\"outcome\":\"cancelled\",\"error\":",
+        });
+        match line.error {
+            Some(e) => json_string(buf, e),
+            None => buf.extend_from_slice(b"null"),
+        }
+        buf.extend_from_slice(b"}\n");
+        out.write_all(buf)
+    }
+}
+
+/// `s` as a JSON string, escaped as `serde_json` escapes it: `"`, `\` and control
+/// characters (`\n`, `\t`, …, else `\u00xx`); everything else as is.
+fn json_string(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    let b = s.as_bytes();
+    let mut from = 0;
+    for (i, &c) in b.iter().enumerate() {
+        let short = match c {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            b'\n' => b'n',
+            b'\t' => b't',
+            b'\r' => b'r',
+            0x08 => b'b',
+            0x0c => b'f',
+            0..0x20 => 0,
+            _ => continue,
+        };
+        out.extend_from_slice(&b[from..i]);
+        from = i + 1;
+        if short == 0 {
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[usize::from(c >> 4)]);
+            out.push(HEX[usize::from(c & 15)]);
+        } else {
+            out.push(b'\\');
+            out.push(short);
+        }
+    }
+    out.extend_from_slice(&b[from..]);
+    out.push(b'"');
+}
+
 pub fn send(
     args: &SendArgs,
     secrets: Secrets,
@@ -622,6 +715,7 @@ pub fn send(
 
     let started = Instant::now();
     let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    let mut lines = LineWriter::default();
     let mut last_flush = Instant::now();
     let (mut requests, mut delivered, mut failed) = (0u64, 0u64, 0u64);
     let mut job_failed = false;
@@ -658,8 +752,7 @@ pub fn send(
                         outcome: &o.outcome,
                         error: o.error.as_deref(),
                     };
-                    serde_json::to_writer(&mut out, &line)?;
-                    out.write_all(b"\n")?;
+                    lines.write(&mut out, &line)?;
                 }
             }
             Update::Dropped {
@@ -681,8 +774,7 @@ pub fn send(
                     outcome: &OutcomeKind::Failed,
                     error: Some(&error),
                 };
-                serde_json::to_writer(&mut out, &line)?;
-                out.write_all(b"\n")?;
+                lines.write(&mut out, &line)?;
             }
             Update::JobFinished { end, .. } => {
                 if let Some(stats) = end.stats().filter(|_| end.error().is_none()) {
@@ -760,6 +852,66 @@ pub fn send(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn request_lines_are_the_bytes_serde_json_writes() {
+        use super::{LineWriter, OutcomeKind, RequestLine};
+        let odd = "a\"b\\c\n\t\r\u{8}\u{c}\u{1}\u{1f}\u{7f} é \u{2028} 🎉";
+        let url = "POST https://x.example/a?k=***";
+        let cases = [
+            (
+                Some(url),
+                vec![0],
+                Some(200),
+                1,
+                OutcomeKind::Delivered,
+                None,
+            ),
+            (
+                Some(url),
+                vec![1, 2, 30_000_000],
+                Some(503),
+                3,
+                OutcomeKind::Failed,
+                Some(odd),
+            ),
+            (Some(odd), vec![], None, 0, OutcomeKind::Cancelled, Some("")),
+            (
+                None,
+                vec![7],
+                None,
+                0,
+                OutcomeKind::Failed,
+                Some("render: bad"),
+            ),
+            (
+                Some(url),
+                vec![usize::MAX],
+                Some(u16::MAX),
+                u32::MAX,
+                OutcomeKind::Delivered,
+                None,
+            ),
+        ];
+        let (mut w, mut got, mut want) = (LineWriter::default(), Vec::new(), Vec::new());
+        for (request, events, status, attempts, outcome, error) in &cases {
+            let line = RequestLine {
+                request: *request,
+                events,
+                status: *status,
+                attempts: *attempts,
+                outcome,
+                error: *error,
+            };
+            w.write(&mut got, &line).expect("write to a Vec");
+            serde_json::to_writer(&mut want, &line).expect("write to a Vec");
+            want.push(b'\n');
+        }
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(&want)
+        );
+    }
+
     use super::{BLOCK, Lines, scan_ndjson};
     use crate::core::events::{NdjsonStream, StreamItem};
 

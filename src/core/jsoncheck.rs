@@ -67,6 +67,27 @@ fn classify(block: &[u8; 64]) -> Masks {
     m
 }
 
+/// The escaped bytes of a block: the byte after each backslash that is not itself
+/// escaped. `carry` (bit 0) says the block's first byte is escaped, and is set for
+/// the next block when this one ends with an escaping backslash.
+#[inline]
+fn escaped_bytes(backslash: u64, carry: &mut u64) -> u64 {
+    let mut escaped = *carry;
+    *carry = 0;
+    let mut backslashes = backslash & !escaped;
+    while backslashes != 0 {
+        let i = backslashes.trailing_zeros();
+        backslashes &= backslashes - 1;
+        if i == 63 {
+            *carry = 1;
+        } else {
+            escaped |= 1 << (i + 1);
+            backslashes &= !(1 << (i + 1));
+        }
+    }
+    escaped
+}
+
 /// Bit `i` of the result: the XOR of bits `0..=i` of `x`.
 #[inline]
 fn prefix_xor(mut x: u64) -> u64 {
@@ -131,21 +152,7 @@ pub fn check(text: &str) -> Option<bool> {
         };
         let m = classify(block);
 
-        // Escaped bytes: the byte after each backslash that is not itself escaped
-        // (bit 0 may be one carried over from the last block).
-        let mut escaped = escaped_carry;
-        escaped_carry = 0;
-        let mut backslashes = m.backslash & !escaped;
-        while backslashes != 0 {
-            let i = backslashes.trailing_zeros();
-            backslashes &= backslashes - 1;
-            if i == 63 {
-                escaped_carry = 1;
-            } else {
-                escaped |= 1 << (i + 1);
-                backslashes &= !(1 << (i + 1));
-            }
-        }
+        let escaped = escaped_bytes(m.backslash, &mut escaped_carry);
         // Each escape must be a valid one: `\u` with four hex digits, a surrogate
         // left to serde_json. (A backslash outside a string is refused below as a
         // stray byte, whatever this finds after it.)
@@ -235,6 +242,70 @@ pub fn check(text: &str) -> Option<bool> {
         return None;
     }
     Some(compact)
+}
+
+/// The quotes, backslashes, openings (`{`, `[`) and closings (`}`, `]`) of a block.
+#[inline]
+fn classify_brackets(block: &[u8; 64]) -> [u64; 4] {
+    let splat = u8x16::splat;
+    let (quote, backslash) = (splat(b'"'), splat(b'\\'));
+    let (open, close, bit5) = (splat(b'{'), splat(b'}'), splat(0x20));
+    let mut m = [0u64; 4];
+    for (k, lane) in block.chunks_exact(16).enumerate() {
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(lane);
+        let v = u8x16::new(bytes);
+        let folded = v | bit5;
+        let shift = 16 * k;
+        m[0] |= bits16(v.cmp_eq(quote)) << shift;
+        m[1] |= bits16(v.cmp_eq(backslash)) << shift;
+        m[2] |= bits16(folded.cmp_eq(open)) << shift;
+        m[3] |= bits16(folded.cmp_eq(close)) << shift;
+    }
+    m
+}
+
+/// The index just past the object or array that opens at `b[start]`, found with
+/// the masks [`check`] uses, so strings (escapes included) are stepped over 64 bytes
+/// at a time. `b` must be valid JSON there (an event's text is); `None` when the
+/// container does not close.
+#[must_use]
+pub fn container_end(b: &[u8], start: usize) -> Option<usize> {
+    if !matches!(b.get(start), Some(b'{' | b'[')) {
+        return None;
+    }
+    let (mut depth, mut in_string, mut escaped_carry) = (0u32, 0u64, 0u64);
+    let mut at = start;
+    let mut pad;
+    while at < b.len() {
+        let end = (at + 64).min(b.len());
+        let block: &[u8; 64] = if let Ok(full) = b[at..end].try_into() {
+            full
+        } else {
+            pad = [b' '; 64];
+            pad[..end - at].copy_from_slice(&b[at..end]);
+            &pad
+        };
+        let [quote, backslash, open, close] = classify_brackets(block);
+        let escaped = escaped_bytes(backslash, &mut escaped_carry);
+        let inside = prefix_xor(quote & !escaped) ^ in_string;
+        in_string = 0u64.wrapping_sub(inside >> 63);
+        let mut brackets = (open | close) & !inside;
+        while brackets != 0 {
+            let i = brackets.trailing_zeros();
+            brackets &= brackets - 1;
+            if open >> i & 1 == 1 {
+                depth += 1;
+            } else {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(at + i as usize + 1);
+                }
+            }
+        }
+        at = end;
+    }
+    None
 }
 
 /// `s` starts with a number, `true`, `false` or `null` that ends where a token or
@@ -378,6 +449,67 @@ mod tests {
             }
             assert_eq!(check(s), Some(!spaced(s)), "{s}");
         }
+    }
+
+    /// The end of the container at `i`, the slow way.
+    fn slow_end(b: &[u8], i: usize) -> Option<usize> {
+        let (mut depth, mut inside, mut escape) = (0, false, false);
+        for (j, &c) in b.iter().enumerate().skip(i) {
+            if inside {
+                if escape {
+                    escape = false;
+                } else if c == b'\\' {
+                    escape = true;
+                } else if c == b'"' {
+                    inside = false;
+                }
+                continue;
+            }
+            match c {
+                b'"' => inside = true,
+                b'{' | b'[' => depth += 1,
+                b'}' | b']' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        return Some(j + 1);
+                    }
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn container_end_finds_every_container_of_the_seeds_where_a_slow_scan_does() {
+        let mut checked = 0;
+        for s in seeds() {
+            if check(&s).is_none() {
+                continue;
+            }
+            let b = s.as_bytes();
+            // Every opening outside a string: where the slow scan sees one.
+            let (mut inside, mut escape) = (false, false);
+            for (i, &c) in b.iter().enumerate() {
+                if inside {
+                    if escape {
+                        escape = false;
+                    } else if c == b'\\' {
+                        escape = true;
+                    } else if c == b'"' {
+                        inside = false;
+                    }
+                } else if c == b'"' {
+                    inside = true;
+                } else if matches!(c, b'{' | b'[') {
+                    assert_eq!(super::container_end(b, i), slow_end(b, i), "{s} at {i}");
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 500, "{checked}");
+        assert_eq!(super::container_end(b"{\"a\":[1,2", 0), None);
+        assert_eq!(super::container_end(b"1", 0), None);
     }
 
     #[test]

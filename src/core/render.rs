@@ -153,9 +153,9 @@ pub struct RenderedRequest {
     pub batch_note: String,
     /// The same as data: group, sequence, size and what closed the batch.
     pub batch: Option<batch::BatchTrace>,
-    /// Before auth and signing; `finish` rebuilds `url` and `headers` from these per attempt.
-    base_url: String,
-    base_headers: Vec<(String, String)>,
+    /// The route before auth and signing (shared with its events, not copied): `sign`
+    /// rebuilds `url` and `headers` from it per attempt.
+    base: Arc<Route>,
     jwt_claims: Option<Map<String, Value>>,
     /// Secret values used anywhere in the request (for scrubbing echoed responses).
     secret_values: Vec<Secret>,
@@ -180,10 +180,11 @@ impl Shown {
     fn new(real: &RenderedRequest, alts: &[Option<RenderedRequest>; 2]) -> Self {
         let url_alts: Vec<Option<&str>> = alts
             .iter()
-            .map(|a| a.as_ref().map(|a| a.base_url.as_str()))
+            .map(|a| a.as_ref().map(|a| a.base.url.as_str()))
             .collect();
         let headers = real
-            .base_headers
+            .base
+            .headers
             .iter()
             .enumerate()
             .map(|(i, (n, v))| {
@@ -191,7 +192,7 @@ impl Shown {
                     .iter()
                     .map(|a| {
                         a.as_ref()
-                            .and_then(|a| a.base_headers.get(i))
+                            .and_then(|a| a.base.headers.get(i))
                             .filter(|(an, _)| an == n)
                             .map(|(_, av)| av.as_str())
                     })
@@ -207,7 +208,7 @@ impl Shown {
             redact::bytes_by_position(b, &ba)
         });
         Self {
-            url: redact::by_position(&real.base_url, &url_alts),
+            url: redact::by_position(&real.base.url, &url_alts),
             headers,
             body,
         }
@@ -240,8 +241,11 @@ impl RenderedRequest {
         if let Some(shown) = &self.shown {
             r.body.clone_from(&shown.body);
         }
-        r.base_url.clear();
-        r.base_headers.clear();
+        r.base = Arc::new(Route {
+            method: self.method,
+            url: String::new(),
+            headers: Vec::new(),
+        });
         r.jwt_claims = None;
         r.secret_values.clear();
         r.shown = None;
@@ -254,7 +258,7 @@ impl RenderedRequest {
         let base = match &self.shown {
             Some(s) => &s.url,
             None if self.auth_query.is_empty() => return self.url.clone(),
-            None => &self.base_url,
+            None => &self.base.url,
         };
         if self.auth_query.is_empty() {
             return base.clone();
@@ -445,40 +449,21 @@ fn copy_pairs(to: &mut Vec<(String, String)>, from: &[(String, String)]) {
 }
 
 /// The index just past the JSON value at `i` (the text is valid JSON: only the
-/// value's extent is found). Strings are stepped over with `memchr`, escapes included.
+/// value's extent is found). Strings are stepped over with `memchr`, objects and
+/// arrays with SIMD masks ([`jsoncheck::container_end`]), escapes included.
 fn skip_json_value(b: &[u8], i: usize) -> Option<usize> {
-    fn string_end(b: &[u8], mut i: usize) -> Option<usize> {
-        loop {
-            let at = i + memchr::memchr2(b'"', b'\\', b.get(i..)?)?;
-            if b[at] == b'"' {
-                return Some(at + 1);
-            }
-            i = at + 2;
-        }
-    }
     match *b.get(i)? {
-        b'"' => string_end(b, i + 1),
-        b'{' | b'[' => {
-            let mut depth = 0usize;
-            let mut j = i;
+        b'"' => {
+            let mut j = i + 1;
             loop {
-                match *b.get(j)? {
-                    b'"' => {
-                        j = string_end(b, j + 1)?;
-                        continue;
-                    }
-                    b'{' | b'[' => depth += 1,
-                    b'}' | b']' => {
-                        depth -= 1;
-                        if depth == 0 {
-                            return Some(j + 1);
-                        }
-                    }
-                    _ => {}
+                let at = j + memchr::memchr2(b'"', b'\\', b.get(j..)?)?;
+                if b[at] == b'"' {
+                    return Some(at + 1);
                 }
-                j += 1;
+                j = at + 2;
             }
         }
+        b'{' | b'[' => super::jsoncheck::container_end(b, i),
         _ => {
             let mut j = i;
             while let Some(c) = b.get(j) {
@@ -1585,8 +1570,7 @@ impl CompiledDestination {
                 bytes: body_len,
                 ..t
             }),
-            base_url: first.route.url.clone(),
-            base_headers: first.route.headers.clone(),
+            base: first.route.clone(),
             jwt_claims: first.jwt_claims.clone(),
             secret_values,
             sensitive_headers: Vec::new(),
@@ -1601,15 +1585,15 @@ impl CompiledDestination {
         if matches!(self.dest.auth, Auth::None) && matches!(self.dest.signing, Signing::None) {
             // Nothing is added: the request is its base again, copied into the
             // buffers it already has (every attempt of every request comes here).
-            copy_pairs(&mut req.headers, &req.base_headers);
-            req.url.clone_from(&req.base_url);
+            copy_pairs(&mut req.headers, &req.base.headers);
+            req.url.clone_from(&req.base.url);
             req.auth_query.clear();
             req.sensitive_headers.clear();
             return Ok(());
         }
         let now = ctx.now();
-        let mut headers = req.base_headers.clone();
-        let mut url = req.base_url.clone();
+        let mut headers = req.base.headers.clone();
+        let mut url = req.base.url.clone();
         let mut sensitive = Vec::new();
         let parts = auth::apply(&self.dest.auth, &ctx.secrets, req.jwt_claims.as_ref(), now)
             .map_err(|e: AuthError| self.fail_as(RenderErrorKind::Auth, e.to_string()))?;

@@ -1190,26 +1190,25 @@ async fn attempt_once(ctx: &Ctx, request_no: u64, attempt: u32, req: &mut Render
     // back once the response is in (copied only if the client still holds it), since a
     // retry signs and sends it again.
     let body = req.body.take().map(bytes::Bytes::from);
-    let request = match (ctx.parsed_url(&req.url), ctx.header_map(&req.headers)) {
-        // The usual case, built directly: URL and headers parsed (or cloned) already.
-        (Some(url), Some(headers)) => {
-            let mut r = reqwest::Request::new(method, url);
-            *r.timeout_mut() = Some(timeout);
-            *r.headers_mut() = headers;
-            *r.body_mut() = body.clone().map(reqwest::Body::from);
-            Ok(r)
+    // The usual case is built directly, URL and headers parsed (or cloned) already; a
+    // URL or header that does not parse goes through reqwest's builder, which says which.
+    let request = if let (Some(url), Some(headers)) =
+        (ctx.parsed_url(&req.url), ctx.header_map(&req.headers))
+    {
+        let mut r = reqwest::Request::new(method, url);
+        *r.timeout_mut() = Some(timeout);
+        *r.headers_mut() = headers;
+        *r.body_mut() = body.clone().map(reqwest::Body::from);
+        Ok(r)
+    } else {
+        let mut rb = ctx.env.client.request(method, &req.url).timeout(timeout);
+        for (n, v) in &req.headers {
+            rb = rb.header(n.as_str(), v.as_str());
         }
-        // A URL or header that does not parse: reqwest's builder says which.
-        _ => {
-            let mut rb = ctx.env.client.request(method, &req.url).timeout(timeout);
-            for (n, v) in &req.headers {
-                rb = rb.header(n.as_str(), v.as_str());
-            }
-            if let Some(b) = &body {
-                rb = rb.body(b.clone());
-            }
-            rb.build()
+        if let Some(b) = &body {
+            rb = rb.body(b.clone());
         }
+        rb.build()
     };
     let logging = ctx.env.log.wants_attempts();
     let started = Instant::now();

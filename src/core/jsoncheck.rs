@@ -397,18 +397,22 @@ mod tests {
     /// The seeds: the reference connectors' sample events, pretty and compact, and
     /// texts with escapes and backslash runs at every offset of a 64-byte block.
     fn seeds() -> Vec<String> {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/events");
+        // The files are compiled in: core reads no files, not even in its tests.
+        let fixtures = [
+            include_str!("../../tests/fixtures/events/customerio-batch-body.json"),
+            include_str!("../../tests/fixtures/events/identify.json"),
+            include_str!("../../tests/fixtures/events/mixed.ndjson"),
+            include_str!("../../tests/fixtures/events/page.json"),
+            include_str!("../../tests/fixtures/events/track-dynamic-header.json"),
+            include_str!("../../tests/fixtures/events/track.json"),
+            include_str!("../../tests/fixtures/events/zeotap-envelope-body.json"),
+        ];
         let mut seeds = Vec::new();
-        if let Ok(entries) = std::fs::read_dir(dir) {
-            for e in entries.flatten() {
-                let Ok(text) = std::fs::read_to_string(e.path()) else {
-                    continue;
-                };
-                for doc in std::iter::once(text.as_str()).chain(text.lines()) {
-                    if let Ok(v) = serde_json::from_str::<serde_json::Value>(doc) {
-                        seeds.push(doc.to_owned());
-                        seeds.push(v.to_string());
-                    }
+        for text in fixtures {
+            for doc in std::iter::once(text).chain(text.lines()) {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(doc) {
+                    seeds.push(doc.to_owned());
+                    seeds.push(v.to_string());
                 }
             }
         }

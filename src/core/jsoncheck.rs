@@ -67,6 +67,19 @@ fn classify(block: &[u8; 64]) -> Masks {
     m
 }
 
+/// The 64 bytes of `b` from `at`, and where they end: the last, short block padded
+/// with spaces (never inside anything) in `pad`.
+#[inline]
+fn block_at<'a>(b: &'a [u8], at: usize, pad: &'a mut [u8; 64]) -> (&'a [u8; 64], usize) {
+    let end = (at + 64).min(b.len());
+    if let Ok(full) = b[at..end].try_into() {
+        return (full, end);
+    }
+    pad.fill(b' ');
+    pad[..end - at].copy_from_slice(&b[at..end]);
+    (pad, end)
+}
+
 /// The escaped bytes of a block: the byte after each backslash that is not itself
 /// escaped. `carry` (bit 0) says the block's first byte is escaped, and is set for
 /// the next block when this one ends with an escaping backslash.
@@ -134,21 +147,13 @@ pub fn check(text: &str) -> Option<bool> {
     let mut escaped_carry = 0u64; // bit 0: the block's first byte is escaped
     let mut scalar_carry = 0u64; // bit 0: the last block ended inside a number or literal
     let mut at = 0usize;
-    let mut pad;
+    let mut pad = [b' '; 64];
     while at < b.len() {
-        let end = (at + 64).min(b.len());
+        let (block, end) = block_at(b, at, &mut pad);
         let valid = if end - at == 64 {
             u64::MAX
         } else {
             (1u64 << (end - at)) - 1
-        };
-        let block: &[u8; 64] = if let Ok(full) = b[at..end].try_into() {
-            full
-        } else {
-            // The last, short block, padded with spaces (never inside anything).
-            pad = [b' '; 64];
-            pad[..end - at].copy_from_slice(&b[at..end]);
-            &pad
         };
         let m = classify(block);
 
@@ -276,16 +281,9 @@ pub fn container_end(b: &[u8], start: usize) -> Option<usize> {
     }
     let (mut depth, mut in_string, mut escaped_carry) = (0u32, 0u64, 0u64);
     let mut at = start;
-    let mut pad;
+    let mut pad = [b' '; 64];
     while at < b.len() {
-        let end = (at + 64).min(b.len());
-        let block: &[u8; 64] = if let Ok(full) = b[at..end].try_into() {
-            full
-        } else {
-            pad = [b' '; 64];
-            pad[..end - at].copy_from_slice(&b[at..end]);
-            &pad
-        };
+        let (block, end) = block_at(b, at, &mut pad);
         let [quote, backslash, open, close] = classify_brackets(block);
         let escaped = escaped_bytes(backslash, &mut escaped_carry);
         let inside = prefix_xor(quote & !escaped) ^ in_string;
@@ -373,10 +371,12 @@ mod tests {
         serde_json::from_str::<IgnoredAny>(s).is_ok()
     }
 
-    /// Whitespace outside strings, found the slow and obvious way.
-    fn spaced(s: &str) -> bool {
+    /// The slow and obvious scan: each byte from `from` on, with whether it is
+    /// inside a string (quotes count as outside), until `f` says stop.
+    fn walk(b: &[u8], from: usize, mut f: impl FnMut(usize, u8, bool) -> bool) {
         let (mut inside, mut escape) = (false, false);
-        for c in s.bytes() {
+        for (i, &c) in b.iter().enumerate().skip(from) {
+            let was_inside = inside;
             if inside {
                 if escape {
                     escape = false;
@@ -387,11 +387,21 @@ mod tests {
                 }
             } else if c == b'"' {
                 inside = true;
-            } else if matches!(c, b' ' | b'\t' | b'\n' | b'\r') {
-                return true;
+            }
+            if !f(i, c, was_inside && inside) {
+                return;
             }
         }
-        false
+    }
+
+    /// Whitespace outside strings, found the slow way.
+    fn spaced(s: &str) -> bool {
+        let mut found = false;
+        walk(s.as_bytes(), 0, |_, c, inside| {
+            found = !inside && matches!(c, b' ' | b'\t' | b'\n' | b'\r');
+            !found
+        });
+        found
     }
 
     /// The seeds: the reference connectors' sample events, pretty and compact, and
@@ -457,31 +467,21 @@ mod tests {
 
     /// The end of the container at `i`, the slow way.
     fn slow_end(b: &[u8], i: usize) -> Option<usize> {
-        let (mut depth, mut inside, mut escape) = (0, false, false);
-        for (j, &c) in b.iter().enumerate().skip(i) {
-            if inside {
-                if escape {
-                    escape = false;
-                } else if c == b'\\' {
-                    escape = true;
-                } else if c == b'"' {
-                    inside = false;
-                }
-                continue;
-            }
+        let (mut depth, mut end) = (0, None);
+        walk(b, i, |j, c, inside| {
             match c {
-                b'"' => inside = true,
-                b'{' | b'[' => depth += 1,
-                b'}' | b']' => {
+                b'{' | b'[' if !inside => depth += 1,
+                b'}' | b']' if !inside => {
                     depth -= 1;
                     if depth == 0 {
-                        return Some(j + 1);
+                        end = Some(j + 1);
                     }
                 }
                 _ => {}
             }
-        }
-        None
+            end.is_none()
+        });
+        end
     }
 
     #[test]
@@ -492,24 +492,14 @@ mod tests {
                 continue;
             }
             let b = s.as_bytes();
-            // Every opening outside a string: where the slow scan sees one.
-            let (mut inside, mut escape) = (false, false);
-            for (i, &c) in b.iter().enumerate() {
-                if inside {
-                    if escape {
-                        escape = false;
-                    } else if c == b'\\' {
-                        escape = true;
-                    } else if c == b'"' {
-                        inside = false;
-                    }
-                } else if c == b'"' {
-                    inside = true;
-                } else if matches!(c, b'{' | b'[') {
+            // Every opening outside a string.
+            walk(b, 0, |i, c, inside| {
+                if !inside && matches!(c, b'{' | b'[') {
                     assert_eq!(super::container_end(b, i), slow_end(b, i), "{s} at {i}");
                     checked += 1;
                 }
-            }
+                true
+            });
         }
         assert!(checked > 500, "{checked}");
         assert_eq!(super::container_end(b"{\"a\":[1,2", 0), None);

@@ -4,7 +4,9 @@
 # interleaved (default 3):
 #   wrk            -c64 POSTs of one ~600-byte event (if wrk is installed)
 #   bare reqwest   64 tasks, one client built as `hookline send` builds its own,
-#                  posting the same body $UNBATCHED times (src/bin/bench-reqwest.rs)
+#                  posting the same body $UNBATCHED times (src/bin/bench-reqwest.rs),
+#                  before and after the unbatched sends of the round (a send's
+#                  ratio is to the mean of the two)
 #   send           `hookline send` of $UNBATCHED events, one per request,
 #                  concurrency 64, history on
 #   send (no hist) the same with --no-history
@@ -102,19 +104,28 @@ else:
 PY
 }
 
+bare() { # name
+  record "$1" "$($BARE "$URL" "$work/body.json" "$UNBATCHED" 64 | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["requests_per_s"]))')" req/s
+}
+
 for round in $(seq "$ROUNDS"); do
   echo "== round $round"
   if [ "$HAVE_WRK" = 1 ]; then
     record wrk "$(wrk -c64 -t2 -d5s -s "$work/post.lua" "$URL" | awk '/Requests\/sec/ {printf "%.0f", $2}')" req/s
     sleep 1
   fi
-  record bare "$($BARE "$URL" "$work/body.json" "$UNBATCHED" 64 | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["requests_per_s"]))')" req/s
+  # The unbatched sends between two bare loops: each round's ratio is to their mean,
+  # which follows the machine's speed better than one run a few seconds apart.
+  bare bare
   send "$BIN" send small.ndjson sink
   send "$BIN" send-nohist small.ndjson sink --no-history
-  send "$BIN" batched big.ndjson batched
   if [ -n "${BASELINE:-}" ]; then
     send "$BASELINE" base-send small.ndjson sink
     send "$BASELINE" base-send-nohist small.ndjson sink --no-history
+  fi
+  bare bare-after
+  send "$BIN" batched big.ndjson batched
+  if [ -n "${BASELINE:-}" ]; then
     send "$BASELINE" base-batched big.ndjson batched
   fi
 done
@@ -130,7 +141,8 @@ for line in open(sys.argv[1]):
         rows.setdefault(name, ([], unit.strip()))
 labels = {
     "wrk": "wrk -c64 (ceiling of the sink)",
-    "bare": "bare reqwest loop, 64 tasks",
+    "bare": "bare reqwest loop, 64 tasks (before)",
+    "bare-after": "bare reqwest loop, 64 tasks (after)",
     "send": "hookline send, history on (job time)",
     "send-wall": "hookline send, history on (wall)",
     "send-nohist": "hookline send, --no-history (job time)",
@@ -154,9 +166,11 @@ for k in rows:
 if "bare" in med:
     for k in ("send", "send-nohist", "base-send", "base-send-nohist"):
         if k in med:
-            ratios = [a / b for a, b in zip(rows[k][0], rows["bare"][0])]
+            after = rows.get("bare-after", rows["bare"])[0]
+            ratios = [a / ((b + c) / 2) for a, b, c in zip(rows[k][0], rows["bare"][0], after)]
             per_round = " ".join(f"{r:.2f}" for r in ratios)
-            print(f"{k} / bare = {med[k] / med['bare']:.2f}, median of the rounds' ratios "
+            both = statistics.median(rows["bare"][0] + after)
+            print(f"{k} / bare = {med[k] / both:.2f}, median of the rounds' ratios "
                   f"{statistics.median(ratios):.2f}  (target >= 0.8; by round: {per_round})")
 if "batched-wall" in med:
     print(f"batched events/s = {med['batched-wall']:.0f}  (target >= 1000000)")

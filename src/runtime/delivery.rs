@@ -395,6 +395,9 @@ impl Ctx {
         }
         wire.map = None;
         let mut map = HeaderMap::with_capacity(headers.len());
+        // Whether this request's headers differ from the last one's: a route whose
+        // headers change per request (a signature) never keeps a map to clone.
+        let mut changed = wire.headers.len() != headers.len();
         wire.headers.truncate(headers.len());
         for (i, (n, v)) in headers.iter().enumerate() {
             match wire.headers.get_mut(i) {
@@ -402,10 +405,12 @@ impl Ctx {
                     if cv != v {
                         *value = HeaderValue::from_str(v).ok()?;
                         v.clone_into(cv);
+                        changed = true;
                     }
                     map.append(name.clone(), value.clone());
                 }
                 slot => {
+                    changed = true;
                     let parsed = (
                         n.clone(),
                         v.clone(),
@@ -420,7 +425,9 @@ impl Ctx {
                 }
             }
         }
-        wire.map = Some(map.clone());
+        if !changed {
+            wire.map = Some(map.clone());
+        }
         Some(map)
     }
 }

@@ -205,7 +205,7 @@ pub struct JobSpec {
 
 /// How a job reports as it runs (outcome per request, periodic stats).
 pub trait JobReport: Send + Sync {
-    fn outcome(&self, job: &str, o: &Outcome);
+    fn outcome(&self, job: &str, o: Outcome);
     fn retrying(&self, job: &str, request_no: u64, attempt: u32, wait: Duration, reason: &str);
     fn progress(&self, job: &str, stats: &JobStats);
     fn render_error(&self, job: &str, index: usize, error: &str);
@@ -630,7 +630,7 @@ fn settle(ctx: &Ctx, group: Vec<Finished>) {
         }
     }
     for f in group {
-        ctx.report.outcome(&ctx.job, &f.outcome);
+        ctx.report.outcome(&ctx.job, f.outcome);
         drop(f.unrecorded);
     }
 }
@@ -995,17 +995,25 @@ struct Permits {
 
 async fn deliver(ctx: &Ctx, request_no: u64, mut req: RenderedRequest, permits: Permits) {
     let Permits { slot, unrecorded } = permits;
-    let held = Mutex::new(Some((slot, unrecorded)));
     let policy = &ctx.compiled.dest.delivery;
     let max_attempts = policy.max_attempts.max(1);
-    let summary = format!("{} {}", req.method.as_str(), req.redacted_url());
+    // The URL as shown (secrets hidden) is the same for every attempt: made once.
+    let shown_url = req.redacted_url();
+    let summary = format!("{} {shown_url}", req.method.as_str());
+    // What the outcome takes, once: the permits and the request's identity.
+    let held = Mutex::new(Some((
+        slot,
+        unrecorded,
+        summary,
+        req.events.clone(),
+        req.idempotency_key.clone(),
+    )));
     lock(&ctx.tally).stats.sent += 1;
     let mut control = ctx.control.clone();
     let mut attempt = 0u32;
     let mut refreshed = false;
     let mut last_status = None;
     let mut last_latency = Duration::ZERO;
-    let (events, key) = (req.events.clone(), req.idempotency_key.clone());
     // The slot is free once the outcome is known; the outcome goes to the job's
     // committer, which frees the request's place among the unrecorded once the history
     // has committed it (a failed commit stops the job). The task ends here: no task
@@ -1015,21 +1023,21 @@ async fn deliver(ctx: &Ctx, request_no: u64, mut req: RenderedRequest, permits: 
                         attempts: u32,
                         error: Option<String>,
                         latency: Duration| {
+        let Some((slot, unrecorded, summary, events, key)) = lock(&held).take() else {
+            return;
+        };
+        drop(slot);
         let o = Outcome {
             request_no,
-            request: summary.clone(),
-            events: events.clone(),
+            request: summary,
+            events,
             status,
             attempts,
             outcome: kind,
             error,
             latency_ms: latency.as_secs_f64() * 1000.0,
-            idempotency_key: key.clone(),
+            idempotency_key: key,
         };
-        let Some((slot, unrecorded)) = lock(&held).take() else {
-            return;
-        };
-        drop(slot);
         ctx.finished(Finished {
             outcome: o,
             unrecorded: Some(unrecorded),
@@ -1052,7 +1060,7 @@ async fn deliver(ctx: &Ctx, request_no: u64, mut req: RenderedRequest, permits: 
         }
         // An attempt under way is let finish (its timeout bounds it): abandoning it
         // would leave a request the receiver got but history never recorded.
-        let result = attempt_once(ctx, request_no, attempt, &mut req).await;
+        let result = attempt_once(ctx, request_no, attempt, &mut req, &shown_url).await;
         {
             let mut tally = lock(&ctx.tally);
             tally.stats.attempts += 1;
@@ -1140,7 +1148,14 @@ async fn deliver(ctx: &Ctx, request_no: u64, mut req: RenderedRequest, permits: 
     }
 }
 
-async fn attempt_once(ctx: &Ctx, request_no: u64, attempt: u32, req: &mut RenderedRequest) -> Try {
+/// One attempt; `shown_url` is the request's URL with its secrets hidden (for the record).
+async fn attempt_once(
+    ctx: &Ctx,
+    request_no: u64,
+    attempt: u32,
+    req: &mut RenderedRequest,
+    shown_url: &str,
+) -> Try {
     let dest = &ctx.compiled.dest;
     let policy = &dest.delivery;
     let render_ctx = RenderCtx::new(ctx.env.secrets.clone());
@@ -1234,7 +1249,7 @@ async fn attempt_once(ctx: &Ctx, request_no: u64, attempt: u32, req: &mut Render
         attempt,
         method: req.method.as_str().to_owned(),
         url: if logging {
-            req.redacted_url()
+            shown_url.to_owned()
         } else {
             String::new()
         },

@@ -431,8 +431,8 @@ impl UpdateTx {
 }
 
 impl JobReport for UpdateTx {
-    fn outcome(&self, job: &str, o: &Outcome) {
-        self.buffer(job, |b| b.outcomes.push(o.clone()));
+    fn outcome(&self, job: &str, o: Outcome) {
+        self.buffer(job, |b| b.outcomes.push(o));
     }
     fn retrying(&self, job: &str, request_no: u64, attempt: u32, wait: Duration, reason: &str) {
         let dropped = &self.0.counters.dropped_other;

@@ -19,6 +19,8 @@ use wide::u8x16;
 
 /// Nesting deeper than this is left to `serde_json` (whose own limit is 128).
 pub const MAX_DEPTH: u32 = 60;
+// A container's kind is one bit of a u64 per depth.
+const _: () = assert!(MAX_DEPTH < 64);
 
 /// The classes of one 64-byte block: bit `i` for byte `i`.
 struct Masks {
@@ -137,11 +139,9 @@ const DONE: u8 = 7;
 pub fn check(text: &str) -> Option<bool> {
     let b = text.as_bytes();
     let mut state = VALUE;
-    // Bit `d` of `arrays`: the container at depth `d` is an array (depths past 63
-    // wrap, and are refused by `deepest` at the end).
+    // Bit `d` of `arrays`: the container at depth `d` (at most MAX_DEPTH < 64) is an array.
     let mut arrays: u64 = 0;
     let mut depth: u32 = 0;
-    let mut deepest: u32 = 0;
     let mut compact = true;
     let mut in_string = 0u64; // all ones when a block starts inside a string
     let mut escaped_carry = 0u64; // bit 0: the block's first byte is escaped
@@ -212,29 +212,30 @@ pub fn check(text: &str) -> Option<bool> {
                 if depth == 0 {
                     DONE
                 } else {
-                    NEXT_IN_OBJECT + u8::from((arrays >> (depth & 63)) & 1 == 1)
+                    NEXT_IN_OBJECT + u8::from((arrays >> depth) & 1 == 1)
                 }
             };
             state = match (state, b[i]) {
-                (VALUE | VALUE_OR_END, b'{') => {
+                (VALUE | VALUE_OR_END, b'{') if depth < MAX_DEPTH => {
                     depth += 1;
-                    arrays &= !(1 << (depth & 63));
+                    arrays &= !(1 << depth);
                     KEY_OR_END
                 }
-                (VALUE | VALUE_OR_END, b'[') => {
+                (VALUE | VALUE_OR_END, b'[') if depth < MAX_DEPTH => {
                     depth += 1;
-                    arrays |= 1 << (depth & 63);
+                    arrays |= 1 << depth;
                     VALUE_OR_END
                 }
                 (KEY_OR_END | KEY, b'"') => COLON,
                 (COLON, b':') | (NEXT_IN_ARRAY, b',') => VALUE,
                 (NEXT_IN_OBJECT, b',') => KEY,
                 (VALUE_OR_END | NEXT_IN_ARRAY, b']') | (KEY_OR_END | NEXT_IN_OBJECT, b'}') => {
-                    deepest = deepest.max(depth);
                     depth -= 1;
                     after_value(depth)
                 }
-                (VALUE | VALUE_OR_END, c) if !matches!(c, b'}' | b']' | b':' | b',') => {
+                (VALUE | VALUE_OR_END, c)
+                    if !matches!(c, b'{' | b'[' | b'}' | b']' | b':' | b',') =>
+                {
                     after_value(depth)
                 }
                 _ => return None,
@@ -243,7 +244,7 @@ pub fn check(text: &str) -> Option<bool> {
         at = end;
     }
     // A string still open, or a value not complete, is not JSON.
-    if state != DONE || deepest > MAX_DEPTH || in_string != 0 {
+    if state != DONE || in_string != 0 {
         return None;
     }
     Some(compact)

@@ -364,10 +364,34 @@ impl JobLog for Panics {
     }
 }
 
-fn panicking_runtime(h: &History, bug: Bug) -> (Runtime, std::sync::mpsc::Receiver<Update>) {
+/// A receiver that answers 200, a history in a temp dir, and a runtime whose
+/// history writer panics where `bug` says.
+struct Panicky {
+    _srv: common::Server,
+    _dir: tempfile::TempDir,
+    h: History,
+    dest: Destination,
+    rt: Runtime,
+    updates: std::sync::mpsc::Receiver<Update>,
+}
+
+fn panicky(bug: Bug) -> Panicky {
+    let srv =
+        common::serve(axum::Router::new().route("/hook", axum::routing::post(|| async { "ok" })));
+    let dir = tempfile::tempdir().expect("tmp");
+    let h = History::open(&dir.path().join("h.sqlite3")).expect("open");
+    let dest = common::fast(Destination::new("d", srv.url("/hook")));
     let mut config = RuntimeConfig::new(Secrets::memory(&[]));
     config.log = Arc::new(Panics(h.writer(), bug));
-    Runtime::start(config, || {}).expect("runtime")
+    let (rt, updates) = Runtime::start(config, || {}).expect("runtime");
+    Panicky {
+        _srv: srv,
+        _dir: dir,
+        h,
+        dest,
+        rt,
+        updates,
+    }
 }
 
 fn send(job: &str, dest: &Destination, n: usize, resume: bool) -> Command {
@@ -387,12 +411,14 @@ fn send(job: &str, dest: &Destination, n: usize, resume: bool) -> Command {
 
 #[test]
 fn a_panic_recording_outcomes_ends_the_job_failed_instead_of_hanging() {
-    let srv =
-        common::serve(axum::Router::new().route("/hook", axum::routing::post(|| async { "ok" })));
-    let dir = tempfile::tempdir().expect("tmp");
-    let h = History::open(&dir.path().join("h.sqlite3")).expect("open");
-    let dest = common::fast(Destination::new("d", srv.url("/hook")));
-    let (rt, updates) = panicking_runtime(&h, Bug::InRecording);
+    let Panicky {
+        _srv,
+        _dir,
+        h,
+        dest,
+        rt,
+        updates,
+    } = panicky(Bug::InRecording);
     assert!(rt.send(send("rec", &dest, 10, false)));
     let run = common::collect(&updates, Duration::from_secs(30));
     let e = run.error.expect("the job ends with an error, not as done");
@@ -409,12 +435,14 @@ fn a_panic_recording_outcomes_ends_the_job_failed_instead_of_hanging() {
 
 #[test]
 fn a_worker_that_panics_counts_its_events_failed_and_the_job_ends_failed() {
-    let srv =
-        common::serve(axum::Router::new().route("/hook", axum::routing::post(|| async { "ok" })));
-    let dir = tempfile::tempdir().expect("tmp");
-    let h = History::open(&dir.path().join("h.sqlite3")).expect("open");
-    let dest = common::fast(Destination::new("d", srv.url("/hook")));
-    let (rt, updates) = panicking_runtime(&h, Bug::InDelivery);
+    let Panicky {
+        _srv,
+        _dir,
+        h,
+        dest,
+        rt,
+        updates,
+    } = panicky(Bug::InDelivery);
     assert!(rt.send(send("j", &dest, 10, false)));
     let run = common::collect(&updates, Duration::from_secs(30));
     let stats = run.stats.expect("the job ends with stats");
@@ -453,12 +481,14 @@ fn a_worker_that_panics_counts_its_events_failed_and_the_job_ends_failed() {
 
 #[test]
 fn a_job_that_panics_ends_failed_with_an_error_instead_of_hanging() {
-    let srv =
-        common::serve(axum::Router::new().route("/hook", axum::routing::post(|| async { "ok" })));
-    let dir = tempfile::tempdir().expect("tmp");
-    let h = History::open(&dir.path().join("h.sqlite3")).expect("open");
-    let dest = common::fast(Destination::new("d", srv.url("/hook")));
-    let (rt, updates) = panicking_runtime(&h, Bug::InDelivery);
+    let Panicky {
+        _srv,
+        _dir,
+        h,
+        dest,
+        rt,
+        updates,
+    } = panicky(Bug::InDelivery);
     assert!(rt.send(send("resume-panics", &dest, 2, false)));
     assert!(
         common::collect(&updates, Duration::from_secs(30))

@@ -90,10 +90,11 @@ fn read_full(r: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usiz
     Ok(n)
 }
 
-/// Read a regular file in 1 MiB chunks, handing each to `each`; `None` for what cannot
-/// be read twice or is not a regular file (a pipe, `<(…)`, a device): such a job's
-/// resume cannot check its events. Stops early when `stop` is set (the import failed).
-fn read_file_chunks(
+/// Read a regular file a [`BLOCK`] at a time (the last one shorter), handing each
+/// to `each`; `None` for what cannot be read twice or is not a regular file (a pipe,
+/// `<(…)`, a device): such a job's resume cannot check its events. Stops early when
+/// `stop` is set (the import failed).
+fn read_file_blocks(
     path: &Path,
     stop: &AtomicBool,
     cap: u64,
@@ -104,16 +105,17 @@ fn read_file_chunks(
         return None;
     }
     let mut reader = file.take(cap);
-    let mut buf = vec![0u8; 1 << 20];
+    let mut buf = vec![0u8; BLOCK];
     loop {
         if stop.load(Ordering::Relaxed) {
             return None;
         }
-        match reader.read(&mut buf) {
-            Ok(0) => return Some(()),
-            Ok(n) => each(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => return None,
+        let n = read_full(&mut reader, &mut buf).ok()?;
+        if n > 0 {
+            each(&buf[..n]);
+        }
+        if n < BLOCK {
+            return Some(());
         }
     }
 }
@@ -121,26 +123,12 @@ fn read_file_chunks(
 /// The fingerprint of the events file (see [`DIGEST_PREFIX`]), read on its own thread
 /// while the import reads the file; `None` for what is not a regular file.
 fn file_digest(path: &Path, stop: &AtomicBool, cap: u64) -> Option<String> {
-    let file = std::fs::File::open(path).ok()?;
-    if !file.metadata().ok()?.is_file() {
-        return None;
-    }
-    let mut reader = file.take(cap);
-    let mut buf = vec![0u8; BLOCK];
     let (mut blocks, mut len) = (Vec::new(), 0u64);
-    loop {
-        if stop.load(Ordering::Relaxed) {
-            return None;
-        }
-        let n = read_full(&mut reader, &mut buf).ok()?;
-        if n > 0 {
-            blocks.push(xxhash_rust::xxh3::xxh3_128(&buf[..n]));
-            len += n as u64;
-        }
-        if n < BLOCK {
-            return Some(fingerprint(&blocks, len));
-        }
-    }
+    read_file_blocks(path, stop, cap, |block| {
+        blocks.push(xxhash_rust::xxh3::xxh3_128(block));
+        len += block.len() as u64;
+    })?;
+    Some(fingerprint(&blocks, len))
 }
 
 /// SHA-256 (hex) of the events file: how jobs recorded before XXH3 fingerprinted
@@ -148,7 +136,7 @@ fn file_digest(path: &Path, stop: &AtomicBool, cap: u64) -> Option<String> {
 fn legacy_file_sha256(path: &Path) -> Option<String> {
     use sha2::Digest as _;
     let mut hash = sha2::Sha256::new();
-    read_file_chunks(path, &AtomicBool::new(false), u64::MAX, |b| hash.update(b))?;
+    read_file_blocks(path, &AtomicBool::new(false), u64::MAX, |b| hash.update(b))?;
     Some(hex::encode(hash.finalize()))
 }
 

@@ -24,7 +24,7 @@ pub fn committed() -> Commit {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JobFingerprint {
     /// A fingerprint of the events file's bytes, when the events came from a file
-    /// (the CLI records `xxh3-128:<hex>`; jobs recorded before, the SHA-256 hex).
+    /// (the CLI records `xxh3-blocks:<hex>`; jobs recorded before, the SHA-256 hex).
     pub events_digest: Option<String>,
     /// SHA-256 (hex) of the destination's settings (see [`destination_digest`]).
     pub destination_sha256: Option<String>,

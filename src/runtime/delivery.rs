@@ -510,17 +510,18 @@ impl Workers {
     }
 
     fn spawn(&mut self, ctx: &Ctx, request_no: u64, permits: Permits, req: RenderedRequest) {
-        let events = req.events.clone();
-        let sent = self.queue.as_ref().is_some_and(|q| {
-            q.send(Queued {
-                request_no,
-                permits,
-                req,
-            })
-            .is_ok()
-        });
-        if !sent {
-            worker_died(ctx, request_no, events);
+        let queued = Queued {
+            request_no,
+            permits,
+            req,
+        };
+        let unsent = match &self.queue {
+            Some(q) => q.send(queued).err().map(|e| e.0),
+            None => Some(queued),
+        };
+        // No task is left to take it (they all ended): its events count as failed.
+        if let Some(q) = unsent {
+            worker_died(ctx, request_no, q.req.events);
         }
     }
 

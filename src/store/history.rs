@@ -876,7 +876,7 @@ pub struct JobInfo {
     pub state: String,
     pub created_at: String,
     pub finished_at: Option<String>,
-    /// The events file's fingerprint: `xxh3-128:<hex>`, or the SHA-256 hex of jobs
+    /// The events file's fingerprint: `xxh3-blocks:<hex>` (see `cli::send`), or the SHA-256 hex of jobs
     /// recorded before (none for event sets and jobs recorded before schema 2).
     pub events_digest: Option<String>,
     /// SHA-256 of the destination's settings (see `delivery::destination_digest`).

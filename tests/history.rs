@@ -411,40 +411,26 @@ fn send(job: &str, dest: &Destination, n: usize, resume: bool) -> Command {
 
 #[test]
 fn a_panic_recording_outcomes_ends_the_job_failed_instead_of_hanging() {
-    let Panicky {
-        _srv,
-        _dir,
-        h,
-        dest,
-        rt,
-        updates,
-    } = panicky(Bug::InRecording);
-    assert!(rt.send(send("rec", &dest, 10, false)));
-    let run = common::collect(&updates, Duration::from_secs(30));
+    let p = panicky(Bug::InRecording);
+    assert!(p.rt.send(send("rec", &p.dest, 10, false)));
+    let run = common::collect(&p.updates, Duration::from_secs(30));
     let e = run.error.expect("the job ends with an error, not as done");
     assert!(e.contains("internal error") && e.contains("rec"), "{e}");
-    drop(rt);
-    h.writer().flush().expect("flush");
-    let info = h.job("rec").expect("read").expect("job");
+    drop(p.rt);
+    p.h.writer().flush().expect("flush");
+    let info = p.h.job("rec").expect("read").expect("job");
     assert_ne!(info.state, "done");
     assert!(
-        h.undelivered("rec").expect("left").contains(&3),
+        p.h.undelivered("rec").expect("left").contains(&3),
         "what was not recorded stays to be sent by a resume"
     );
 }
 
 #[test]
 fn a_worker_that_panics_counts_its_events_failed_and_the_job_ends_failed() {
-    let Panicky {
-        _srv,
-        _dir,
-        h,
-        dest,
-        rt,
-        updates,
-    } = panicky(Bug::InDelivery);
-    assert!(rt.send(send("j", &dest, 10, false)));
-    let run = common::collect(&updates, Duration::from_secs(30));
+    let p = panicky(Bug::InDelivery);
+    assert!(p.rt.send(send("j", &p.dest, 10, false)));
+    let run = common::collect(&p.updates, Duration::from_secs(30));
     let stats = run.stats.expect("the job ends with stats");
     assert_eq!((stats.delivered, stats.failed), (9, 1));
     let dead: Vec<_> = run
@@ -462,12 +448,12 @@ fn a_worker_that_panics_counts_its_events_failed_and_the_job_ends_failed() {
         "{:?}",
         dead[0].error
     );
-    drop(rt);
-    h.writer().flush().expect("flush");
-    let info = h.job("j").expect("read").expect("job");
+    drop(p.rt);
+    p.h.writer().flush().expect("flush");
+    let info = p.h.job("j").expect("read").expect("job");
     assert_eq!(info.state, "failed");
     assert_eq!(
-        h.job_counts("j").expect("counts"),
+        p.h.job_counts("j").expect("counts"),
         JobCounts {
             total: 10,
             delivered: 9,
@@ -476,37 +462,30 @@ fn a_worker_that_panics_counts_its_events_failed_and_the_job_ends_failed() {
             pending: 0
         }
     );
-    assert_eq!(h.undelivered("j").expect("left"), vec![3]);
+    assert_eq!(p.h.undelivered("j").expect("left"), vec![3]);
 }
 
 #[test]
 fn a_job_that_panics_ends_failed_with_an_error_instead_of_hanging() {
-    let Panicky {
-        _srv,
-        _dir,
-        h,
-        dest,
-        rt,
-        updates,
-    } = panicky(Bug::InDelivery);
-    assert!(rt.send(send("resume-panics", &dest, 2, false)));
+    let p = panicky(Bug::InDelivery);
+    assert!(p.rt.send(send("resume-panics", &p.dest, 2, false)));
     assert!(
-        common::collect(&updates, Duration::from_secs(30))
+        common::collect(&p.updates, Duration::from_secs(30))
             .stats
             .is_some()
     );
     // Resuming it panics inside the job itself (not a delivery task).
-    assert!(rt.send(send("resume-panics", &dest, 2, true)));
-    let run = common::collect(&updates, Duration::from_secs(30));
+    assert!(p.rt.send(send("resume-panics", &p.dest, 2, true)));
+    let run = common::collect(&p.updates, Duration::from_secs(30));
     let e = run.error.expect("the job ends with an error");
     assert!(
         e.contains("internal error") && e.contains("resume-panics"),
         "{e}"
     );
-    drop(rt);
-    h.writer().flush().expect("flush");
+    drop(p.rt);
+    p.h.writer().flush().expect("flush");
     assert_eq!(
-        h.job("resume-panics").expect("read").expect("job").state,
+        p.h.job("resume-panics").expect("read").expect("job").state,
         "failed"
     );
 }

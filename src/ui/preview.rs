@@ -572,8 +572,12 @@ fn probe_ui(app: &mut HooklineApp, ui: &mut Ui) {
     };
     for a in &p.attempts {
         let head = match (a.status, &a.error) {
-            (Some(s), _) => format!("Attempt {}: HTTP {s} in {:.0} ms", a.attempt, a.latency_ms),
-            (None, Some(e)) => format!("Attempt {}: {e} after {:.0} ms", a.attempt, a.latency_ms),
+            (Some(s), _) => format!(
+                "Attempt {}: HTTP {s} in {}",
+                a.attempt,
+                millis(a.latency_ms)
+            ),
+            (None, Some(e)) => format!("Attempt {}: {e} after {}", a.attempt, millis(a.latency_ms)),
             (None, None) => format!("Attempt {}", a.attempt),
         };
         ui.label(RichText::new(head).strong());
@@ -804,5 +808,25 @@ fn compare_ui(app: &mut HooklineApp, ui: &mut Ui) {
                 ui.label(RichText::new(l).monospace());
             }
         });
+    }
+}
+
+/// A latency as people read it: whole milliseconds, and "< 1 ms" for a local answer
+/// rather than a puzzling "0 ms".
+fn millis(ms: f64) -> String {
+    if ms < 1.0 {
+        "< 1 ms".to_owned()
+    } else {
+        format!("{ms:.0} ms")
+    }
+}
+
+#[cfg(test)]
+mod latency_tests {
+    #[test]
+    fn sub_millisecond_latencies_do_not_read_as_zero() {
+        assert_eq!(super::millis(0.3), "< 1 ms");
+        assert_eq!(super::millis(1.4), "1 ms");
+        assert_eq!(super::millis(1015.0), "1015 ms");
     }
 }
